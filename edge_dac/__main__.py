@@ -1,0 +1,3 @@
+from edge_dac.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""Audio file I/O: load any common format as mono float32 at the model's rate.
+
+soundfile (libsndfile) reads WAV, FLAC, OGG/Vorbis, Opus and MP3; soxr resamples. Every problem a
+user can cause becomes an ``AudioError`` with one line naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+
+from edge_dac.errors import AudioError
+
+SAMPLE_RATE = 16_000
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """Average channels: (frames, channels) -> (frames,)."""
+    return samples.mean(axis=1) if samples.ndim == 2 else samples
+
+
+def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """High-quality resampling of a mono float32 signal."""
+    if source_rate == target_rate:
+        return samples.astype(np.float32, copy=False)
+    return soxr.resample(samples, source_rate, target_rate).astype(np.float32, copy=False)
+
+
+def check_samples(samples: np.ndarray, name: str) -> np.ndarray:
+    """Reject empty audio and NaN/inf samples, which would poison every window they touch."""
+    if samples.size == 0:
+        raise AudioError(f"{name}: audio is empty (0 samples); record or export it again")
+    if not np.isfinite(samples).all():
+        bad = int((~np.isfinite(samples)).sum())
+        raise AudioError(f"{name}: {bad} samples are NaN or infinite; the file is corrupt, export it again")
+    return samples
+
+
+def decode_audio(data: bytes | io.BytesIO, name: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode in-memory audio bytes (e.g. a member of a zip archive) to mono float32."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    try:
+        samples, rate = soundfile.read(source, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise AudioError(f"{name}: not a readable audio file ({error}); use WAV, FLAC, OGG or MP3") from None
+    return check_samples(resample(to_mono(samples), int(rate), sample_rate), name)
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Read an audio file as a mono float32 array at ``sample_rate``."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: file not found")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory; pass audio files (e.g. {path}/*.wav)")
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        reason = str(error).split(":", 1)[-1].strip() or "unknown format"
+        raise AudioError(f"{path}: not a readable audio file ({reason}); use WAV, FLAC, OGG or MP3") from None
+    except OSError as error:
+        raise AudioError(f"{path}: cannot read ({error.strerror or error})") from None
+    return check_samples(resample(to_mono(samples), int(rate), sample_rate), str(path))

@@ -1,0 +1,63 @@
+"""The ``edge-dac`` command line.
+
+Each sub-package registers its own sub-commands through a ``register(subparsers)`` function in
+its ``cli`` module; those modules import their heavy dependencies (torch, zmq) only when a
+command runs, so ``edge-dac --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from loguru import logger
+
+from edge_dac import __version__
+from edge_dac.errors import EdgeDacError
+from edge_dac.log import setup_logging
+
+# Modules with a ``register(subparsers)`` function, in the order their commands are listed.
+COMMAND_MODULES = (
+    "edge_dac.caption_cli",
+    "edge_dac.data.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-dac",
+        description="Streaming audio captioning with a diffusion captioner (DAC).",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-dac {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:  # a real missing dependency, not an absent command module
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EdgeDacError as error:
+        logger.error(str(error))
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One-shot, idempotent set-up of a fresh Debian/Ubuntu machine for edge-dac development:
+# system packages, a virtualenv in .venv, the CPU build of torch, and edge-dac itself.
+# GPU and Jetson machines: see README "Installation" (install their torch first, then `pip install -e .`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages: PortAudio (sounddevice), libsndfile (soundfile), dpkg/apt tools (corpus fetch),
+# PulseAudio (virtual microphone for tests), Java (METEOR), systemd (unit verification), Node.js (contract test).
+APT_PACKAGES=(
+  libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins alsa-utils
+  default-jre-headless systemd nodejs npm
+)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# The CPU wheel first: a bare `torch` requirement would pull a multi-GB CUDA build.
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "torch==${TORCH_VERSION:-2.13.0}"
+.venv/bin/pip install -q -e ".[dev]"
