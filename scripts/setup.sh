@@ -6,10 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages: PortAudio (sounddevice), libsndfile (soundfile), dpkg/apt tools (corpus fetch),
-# PulseAudio (virtual microphone for tests), Java (METEOR), systemd (unit verification), Node.js (contract test).
+# PulseAudio (virtual microphone for tests), Java (METEOR), systemd (unit verification), Node.js (contract test),
+# wavpack (wvunpack: GrandOrgue samples in the soundscape catalog are WavPack, which libsndfile cannot read).
 APT_PACKAGES=(
   libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins alsa-utils
-  default-jre-headless systemd nodejs npm
+  default-jre-headless systemd nodejs npm wavpack
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

