@@ -1,0 +1,145 @@
+"""The captioner: log-mel front end + audio encoder + caption decoder (DAC or AR) + tokenizer.
+
+One object used unchanged by training, export, evaluation and the daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerFast
+
+from edge_dac.model.autoregressive import ARDecoder
+from edge_dac.model.decoding import (
+    Candidate,
+    DecodingOptions,
+    collapse_repeated_words,
+    cut_and_collapse,
+    minimum_bayes_risk_order,
+)
+from edge_dac.model.diffusion import DiffusionDecoder
+from edge_dac.model.dims import ModelDims
+from edge_dac.model.encoder import AudioEncoder
+from edge_dac.model.frontend import LogMel
+from edge_dac.model.tokenizer import BOS, EOS, PAD, decode_tokens, encode_caption
+
+
+class Captioner(nn.Module):
+    def __init__(self, dims: ModelDims, tokenizer: PreTrainedTokenizerFast):
+        super().__init__()
+        dims.validate()
+        if len(tokenizer) != dims.vocab_size:
+            raise ValueError(f"tokenizer has {len(tokenizer)} tokens but dims.vocab_size is {dims.vocab_size}")
+        self.dims = dims
+        self.tokenizer = tokenizer
+        self.pad_id, self.bos_id, self.eos_id = tokenizer.convert_tokens_to_ids([PAD, BOS, EOS])
+        self.frontend = LogMel(dims)
+        self.encoder = AudioEncoder(dims)
+        self.decoder: DiffusionDecoder | ARDecoder
+        if dims.kind == "dac":
+            self.decoder = DiffusionDecoder(dims)
+        else:
+            self.decoder = ARDecoder(dims, bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- audio -----------------------------------------------------------------------------------
+
+    def fit_length(self, audio: torch.Tensor) -> torch.Tensor:
+        """Crop or zero-pad (batch, samples) to the model's window length."""
+        target = self.dims.max_audio_samples
+        if audio.shape[-1] >= target:
+            return audio[..., :target]
+        return torch.nn.functional.pad(audio, (0, target - audio.shape[-1]))
+
+    def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        """(batch, samples) waveform -> (batch, frames, encoder_width) features."""
+        return self.encoder(self.frontend(audio))
+
+    # -- text ------------------------------------------------------------------------------------
+
+    def caption_tokens(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed-length token targets and per-token loss weights for a batch of captions.
+
+        DAC: caption + [EOS] repeated to the end (the decoder learns where a caption stops
+        without a length predictor); AR: caption + [EOS], then [PAD] (ignored by the loss).
+        """
+        length = self.dims.max_caption_tokens
+        fill = self.eos_id if self.dims.kind == "dac" else self.pad_id
+        tokens = torch.full((len(captions), length), fill, dtype=torch.long)
+        weights = torch.zeros((len(captions), length))
+        for row, caption in enumerate(captions):
+            ids = encode_caption(self.tokenizer, caption)[: length - 1] + [self.eos_id]
+            tokens[row, : len(ids)] = torch.tensor(ids)
+            weights[row, : len(ids)] = 1.0
+            # Trailing [EOS] padding still teaches where captions stop, at a lower weight so that
+            # the easy padding positions do not drown out the content words.
+            weights[row, len(ids) :] = 0.1
+        return tokens, weights
+
+    # -- training --------------------------------------------------------------------------------
+
+    def loss(self, audio: torch.Tensor, captions: Sequence[str], **kwargs) -> dict[str, torch.Tensor]:
+        tokens, weights = self.caption_tokens(captions)
+        tokens, weights = tokens.to(audio.device), weights.to(audio.device)
+        features = self.encode_audio(audio)
+        if isinstance(self.decoder, DiffusionDecoder):
+            losses = self.decoder.loss(tokens, features, weights, **kwargs)
+        else:
+            losses = self.decoder.loss(tokens, features)
+        return {name: value for name, value in vars(losses).items()}
+
+    # -- inference -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self, audio: torch.Tensor | np.ndarray, options: DecodingOptions | None = None
+    ) -> list[list[Candidate]]:
+        """Captions for a batch of waveforms (batch, samples): per clip, candidates best first."""
+        options = options or DecodingOptions()
+        audio = torch.as_tensor(audio, dtype=torch.float32, device=self.device)
+        if audio.ndim == 1:
+            audio = audio[None]
+        features = self.encode_audio(self.fit_length(audio))
+        if isinstance(self.decoder, DiffusionDecoder):
+            generator = None
+            if options.seed is not None:
+                generator = torch.Generator(device=self.device).manual_seed(options.seed)
+            tokens, log_probs = self.decoder.sample(
+                features, options.steps, options.candidates, generator, options.noise_scale
+            )
+        elif options.beam_size > 1 or options.candidates > 1:
+            tokens, log_probs = self.decoder.beam_search(features, max(options.beam_size, options.candidates))
+        else:
+            tokens, log_probs = self.decoder.greedy(features)
+        return [
+            self._rank(tokens[i].tolist(), log_probs[i].tolist(), options) for i in range(tokens.shape[0])
+        ]
+
+    def _rank(self, rows: list[list[int]], log_probs: list[list[float]], options: DecodingOptions) -> list[Candidate]:
+        candidates = []
+        for ids, row_log_probs in zip(rows, log_probs, strict=True):
+            kept = cut_and_collapse(ids, self.eos_id, self.pad_id)
+            # Score over the tokens that were written plus the [EOS] that ended them.
+            used = row_log_probs[: min(len(ids), _end_index(ids, self.eos_id, self.pad_id) + 1)]
+            score = float(np.mean(used)) if used else float("-inf")
+            caption = collapse_repeated_words(decode_tokens(self.tokenizer, kept))
+            candidates.append(Candidate(caption, score))
+        candidates.sort(key=lambda c: -c.score)
+        rank = options.rank if options.rank != "auto" else ("mbr" if self.dims.kind == "dac" else "score")
+        if rank == "mbr":
+            order = minimum_bayes_risk_order([c.caption for c in candidates])
+            candidates = [candidates[i] for i in order]
+        return candidates[: options.candidates]
+
+
+def _end_index(ids: list[int], eos_id: int, pad_id: int) -> int:
+    for index, token in enumerate(ids):
+        if token in (eos_id, pad_id):
+            return index
+    return len(ids) - 1

@@ -1,0 +1,91 @@
+"""Decoding options and the post-processing shared by both decoders."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How to turn a clip into captions.
+
+    steps: denoiser evaluations (DAC); candidates: captions per clip (DAC samples, AR beams);
+    beam_size: AR only (1 = greedy); seed: makes DAC's starting noise reproducible;
+    rank: "mbr" picks the candidate that agrees most with the others, "score" the most probable;
+    "auto" is "mbr" for DAC's independent samples and "score" for AR beams (beams are not samples,
+    so their consensus is not a good estimate of the best caption).
+    """
+
+    steps: int = 6
+    candidates: int = 5
+    beam_size: int = 1
+    seed: int | None = 0
+    rank: str = "auto"
+    noise_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.candidates < 1:
+            raise ValueError(f"candidates must be at least 1, got {self.candidates}")
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be at least 1, got {self.beam_size}")
+        if self.rank not in ("auto", "mbr", "score"):
+            raise ValueError(f"rank must be 'auto', 'mbr' or 'score', got {self.rank!r}")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    caption: str
+    score: float  # mean log-probability per token: higher is more confident
+
+    def to_dict(self) -> dict[str, object]:
+        return {"caption": self.caption, "score": round(self.score, 4)}
+
+
+def cut_and_collapse(ids: list[int], eos_id: int, pad_id: int) -> list[int]:
+    """Tokens up to the first [EOS]/[PAD], with adjacent repeats collapsed ("a dog dog barks").
+
+    Parallel decoders tend to write the same token in two neighbouring positions; an audio
+    caption virtually never needs a word twice in a row.
+    """
+    out: list[int] = []
+    for token in ids:
+        if token in (eos_id, pad_id):
+            break
+        if not out or out[-1] != token:
+            out.append(token)
+    return out
+
+
+def collapse_repeated_words(text: str) -> str:
+    """Collapse adjacent repeated words and two-word phrases left after detokenisation."""
+    words = text.split()
+    out: list[str] = []
+    for word in words:
+        if out and out[-1] == word:
+            continue
+        out.append(word)
+        if len(out) >= 4 and out[-2:] == out[-4:-2]:
+            del out[-2:]
+    return " ".join(out)
+
+
+def _unigram_f1(a: list[str], b: list[str]) -> float:
+    if not a or not b:
+        return float(a == b)
+    overlap = sum((Counter(a) & Counter(b)).values())
+    return 2 * overlap / (len(a) + len(b))
+
+
+def minimum_bayes_risk_order(captions: list[str]) -> list[int]:
+    """Indices of captions sorted by mean agreement (unigram F1) with the other candidates."""
+    words = [caption.split() for caption in captions]
+    if len(words) < 3:
+        return list(range(len(words)))
+    agreement = [
+        sum(_unigram_f1(w, other) for j, other in enumerate(words) if j != i) / (len(words) - 1)
+        for i, w in enumerate(words)
+    ]
+    return sorted(range(len(words)), key=lambda i: -agreement[i])

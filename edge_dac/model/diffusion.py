@@ -1,0 +1,168 @@
+"""DAC's caption decoder: continuous diffusion over token embeddings, decoded in parallel.
+
+Tokens are embedded into a small continuous space (L2-normalised vectors), noised by a
+variance-preserving process, and a transformer (self-attention over caption positions,
+cross-attention to the audio features) denoises them. Choices, each measured (docs/dac-recipe.md):
+
+* The denoiser predicts a distribution over the vocabulary at every position; its *expected
+  embedding* is the x0 estimate (CDCD-style score interpolation). Training is cross-entropy on
+  those logits plus MSE on the x0 estimate. Predicting x0 directly as a regression target and
+  snapping it to the nearest token collapsed to a few frequent words in a prototype.
+* Self-conditioning: the previous step's x0 estimate is a second input (LaDiC, Difformer).
+* sqrt or cosine noise schedule; captions padded with [EOS] to a fixed length; adjacent repeated
+  tokens collapsed after decoding.
+* K candidates per clip come out of one batched pass (different starting noise); each carries the
+  mean log-probability of its tokens as a score, and minimum Bayes risk picks the best.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge_dac.model.dims import ModelDims
+from edge_dac.model.layers import Block, timestep_features
+
+
+def signal_level(t: torch.Tensor, schedule: str) -> torch.Tensor:
+    """alpha_bar(t): the share of signal variance left at diffusion time t in [0, 1]."""
+    if schedule == "sqrt":  # Diffusion-LM: noise rises fast at first, keeps tokens hard to guess
+        level = 1.0 - torch.sqrt(t + 1e-4)
+    else:  # cosine (improved DDPM)
+        s = 0.008
+        level = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    return level.clamp(1e-5, 1.0 - 1e-5)
+
+
+@dataclass
+class DiffusionLosses:
+    total: torch.Tensor
+    cross_entropy: torch.Tensor
+    x0_mse: torch.Tensor
+    token_accuracy: torch.Tensor
+
+
+class DiffusionDecoder(nn.Module):
+    """Denoiser over caption positions; also owns the token embedding and LM head."""
+
+    def __init__(self, dims: ModelDims):
+        super().__init__()
+        self.dims = dims
+        width, emb = dims.decoder_width, dims.embedding_dim
+        self.token_embedding = nn.Embedding(dims.vocab_size, emb)
+        nn.init.normal_(self.token_embedding.weight, std=1.0)
+        self.input_proj = nn.Linear(2 * emb, width)  # noisy latent ++ self-conditioning estimate
+        self.positions = nn.Parameter(torch.randn(dims.max_caption_tokens, width) * 0.02)
+        self.time_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.audio_proj = nn.Linear(dims.encoder_width, width)
+        self.blocks = nn.ModuleList(
+            Block(width, dims.decoder_heads, cross_attention=True, dropout=dims.dropout)
+            for _ in range(dims.decoder_layers)
+        )
+        self.norm = nn.LayerNorm(width)
+        self.lm_head = nn.Linear(width, dims.vocab_size)
+
+    # -- the continuous token space -------------------------------------------------------------
+
+    def embedding_table(self) -> torch.Tensor:
+        """Normalised token embeddings, (vocab, emb): every token at radius scale * sqrt(emb)."""
+        weight = F.normalize(self.token_embedding.weight, dim=-1)
+        return weight * (self.dims.embedding_scale * math.sqrt(self.dims.embedding_dim))
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.embedding(tokens, self.embedding_table())
+
+    def expected_embedding(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits.float(), dim=-1).to(logits.dtype) @ self.embedding_table()
+
+    # -- one denoiser evaluation ----------------------------------------------------------------
+
+    def prepare_audio(self, audio_features: torch.Tensor) -> torch.Tensor:
+        return self.audio_proj(audio_features)
+
+    def forward(
+        self, noisy: torch.Tensor, t: torch.Tensor, self_cond: torch.Tensor, audio: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits over the vocabulary, (batch, length, vocab), from x_t, t and the projected audio."""
+        x = self.input_proj(torch.cat([noisy, self_cond], dim=-1))
+        time = self.time_mlp(timestep_features(t, x.shape[-1]))
+        x = x + self.positions[: x.shape[1]] + time[:, None, :]
+        for block in self.blocks:
+            x = block(x, context=audio)
+        return self.lm_head(self.norm(x))
+
+    # -- training --------------------------------------------------------------------------------
+
+    def noise(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        level = signal_level(t, self.dims.schedule)[:, None, None]
+        return level.sqrt() * x0 + (1.0 - level).sqrt() * noise
+
+    def loss(
+        self,
+        tokens: torch.Tensor,
+        audio_features: torch.Tensor,
+        token_weights: torch.Tensor,
+        self_cond_prob: float = 0.5,
+        mse_weight: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> DiffusionLosses:
+        """Denoising loss on a batch of fixed-length token sequences (padded with [EOS])."""
+        batch = tokens.shape[0]
+        device = tokens.device
+        audio = self.prepare_audio(audio_features)
+        x0 = self.embed(tokens)
+        t = torch.rand(batch, device=device, generator=generator)
+        noisy = self.noise(x0, t, torch.randn(x0.shape, device=device, generator=generator))
+        self_cond = torch.zeros_like(x0)
+        use_self_cond = torch.rand(batch, device=device, generator=generator) < self_cond_prob
+        if self_cond_prob > 0:
+            # The estimate the sampler would have from a previous step, without gradient (Chen et al.).
+            with torch.no_grad():
+                first = self.expected_embedding(self(noisy, t, self_cond, audio))
+            self_cond = torch.where(use_self_cond[:, None, None], first, self_cond)
+        logits = self(noisy, t, self_cond, audio)
+        token_loss = F.cross_entropy(logits.transpose(1, 2).float(), tokens, reduction="none")
+        cross_entropy = (token_loss * token_weights).sum() / token_weights.sum()
+        x0_mse = (self.expected_embedding(logits) - x0.detach()).square().mean(-1)
+        x0_mse = (x0_mse * token_weights).sum() / token_weights.sum()
+        accuracy = ((logits.argmax(-1) == tokens).float() * token_weights).sum() / token_weights.sum()
+        return DiffusionLosses(cross_entropy + mse_weight * x0_mse, cross_entropy, x0_mse, accuracy)
+
+    # -- sampling --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(
+        self,
+        audio_features: torch.Tensor,
+        steps: int,
+        candidates: int,
+        generator: torch.Generator | None = None,
+        noise_scale: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids (batch, candidates, length) and their log-probabilities, DDIM with x0-prediction."""
+        audio = self.prepare_audio(audio_features).repeat_interleave(candidates, dim=0)
+        rows, length, emb = audio.shape[0], self.dims.max_caption_tokens, self.dims.embedding_dim
+        x = torch.randn((rows, length, emb), generator=generator, device=audio.device, dtype=audio.dtype)
+        x = x * noise_scale
+        self_cond = torch.zeros_like(x)
+        times = torch.linspace(1.0, 0.0, steps + 1, device=audio.device)
+        logits = None
+        for i in range(steps):
+            t = times[i].expand(rows)
+            logits = self(x, t, self_cond, audio)
+            x0 = self.expected_embedding(logits)
+            self_cond = x0
+            if i + 1 < steps:
+                level, next_level = signal_level(times[i], self.dims.schedule), signal_level(
+                    times[i + 1], self.dims.schedule
+                )
+                eps = (x - level.sqrt() * x0) / (1.0 - level).sqrt()
+                x = next_level.sqrt() * x0 + (1.0 - next_level).sqrt() * eps
+        assert logits is not None, "steps must be >= 1"
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        token_log_probs, tokens = log_probs.max(dim=-1)
+        return tokens.view(-1, candidates, length), token_log_probs.view(-1, candidates, length)

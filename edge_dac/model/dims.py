@@ -1,0 +1,90 @@
+"""Model dimensions: a frozen dataclass saved inside every checkpoint (``config.json``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from edge_dac.errors import CheckpointError
+
+DecoderKind = Literal["dac", "ar"]
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """Everything needed to rebuild a captioner's modules (weights come from the checkpoint)."""
+
+    kind: DecoderKind = "dac"
+    vocab_size: int = 1000
+
+    # audio front end: 16 kHz mono -> log-mel, 25 ms window, 10 ms hop
+    sample_rate: int = 16_000
+    n_fft: int = 400
+    hop_length: int = 160
+    n_mels: int = 64
+    max_audio_seconds: float = 10.0
+
+    # audio encoder: conv stem (time stride) + transformer
+    encoder_width: int = 192
+    encoder_layers: int = 4
+    encoder_heads: int = 4
+    encoder_stride: int = 4
+
+    # caption decoder (shared by both kinds)
+    decoder_width: int = 192
+    decoder_layers: int = 4
+    decoder_heads: int = 4
+    max_caption_tokens: int = 24
+    dropout: float = 0.1
+
+    # diffusion (kind == "dac" only)
+    embedding_dim: int = 64
+    schedule: Literal["sqrt", "cosine"] = "sqrt"
+    embedding_scale: float = 1.0
+
+    @property
+    def max_audio_samples(self) -> int:
+        return int(round(self.max_audio_seconds * self.sample_rate))
+
+    @property
+    def max_mel_frames(self) -> int:
+        return self.max_audio_samples // self.hop_length
+
+    @property
+    def max_encoder_frames(self) -> int:
+        return -(-self.max_mel_frames // self.encoder_stride)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelDims:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CheckpointError(
+                f"{source}: unknown model dimension(s) {', '.join(unknown)} "
+                f"(this edge-dac knows: {', '.join(sorted(known))}); upgrade edge-dac or fix the file"
+            )
+        try:
+            dims = cls(**data)
+        except TypeError as error:
+            raise CheckpointError(f"{source}: bad model dimensions ({error})") from None
+        dims.validate(source)
+        return dims
+
+    def validate(self, source: str = "config") -> None:
+        problems = []
+        if self.kind not in ("dac", "ar"):
+            problems.append(f"kind must be 'dac' or 'ar', got {self.kind!r}")
+        if self.schedule not in ("sqrt", "cosine"):
+            problems.append(f"schedule must be 'sqrt' or 'cosine', got {self.schedule!r}")
+        if self.encoder_stride not in (1, 2, 4, 8):
+            problems.append(f"encoder_stride must be 1, 2, 4 or 8, got {self.encoder_stride}")
+        if self.encoder_width % self.encoder_heads or self.decoder_width % self.decoder_heads:
+            problems.append("widths must be divisible by their numbers of heads")
+        if self.vocab_size < 8:
+            problems.append(f"vocab_size must be at least 8, got {self.vocab_size}")
+        if problems:
+            raise CheckpointError(f"{source}: {'; '.join(problems)}")

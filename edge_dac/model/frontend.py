@@ -1,0 +1,67 @@
+"""Audio front end: waveform -> log-mel spectrogram with plain torch ops.
+
+The STFT is a strided 1-D convolution with a windowed DFT basis instead of ``torch.stft``: it runs
+on CPU and GPU alike and exports cleanly to ``torch.export``, ONNX and TensorRT (no complex
+tensors). Normalisation follows Whisper: log10, clamp to 8 decades below the clip's peak, scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge_dac.model.dims import ModelDims
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0) -> np.ndarray:
+    """Triangular HTK-mel filters, (n_mels, n_fft // 2 + 1), each filter normalised to unit area."""
+
+    def hz_to_mel(hz: np.ndarray | float) -> np.ndarray | float:
+        return 2595.0 * np.log10(1.0 + np.asarray(hz) / 700.0)
+
+    def mel_to_hz(mel: np.ndarray) -> np.ndarray:
+        return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+
+    fft_freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+    mel_points = np.linspace(hz_to_mel(f_min), hz_to_mel(sample_rate / 2), n_mels + 2)
+    hz_points = mel_to_hz(mel_points)
+    filters = np.zeros((n_mels, fft_freqs.size), dtype=np.float64)
+    for i in range(n_mels):
+        left, centre, right = hz_points[i : i + 3]
+        rising = (fft_freqs - left) / (centre - left)
+        falling = (right - fft_freqs) / (right - centre)
+        filters[i] = np.maximum(0.0, np.minimum(rising, falling))
+    filters *= (2.0 / (hz_points[2:] - hz_points[:-2]))[:, None]
+    return filters.astype(np.float32)
+
+
+class LogMel(nn.Module):
+    """(batch, samples) float waveform at ``dims.sample_rate`` -> (batch, n_mels, samples // hop)."""
+
+    def __init__(self, dims: ModelDims):
+        super().__init__()
+        self.n_fft, self.hop_length = dims.n_fft, dims.hop_length
+        n = torch.arange(dims.n_fft, dtype=torch.float64)
+        k = torch.arange(dims.n_fft // 2 + 1, dtype=torch.float64)
+        window = torch.hann_window(dims.n_fft, periodic=True, dtype=torch.float64)
+        angle = 2.0 * math.pi * k[:, None] * n[None, :] / dims.n_fft
+        basis = torch.cat([torch.cos(angle) * window, -torch.sin(angle) * window])
+        # Not persistent: derived from the dims, so checkpoints hold only learned weights.
+        self.register_buffer("dft_basis", basis.float().unsqueeze(1), persistent=False)
+        mel = mel_filterbank(dims.sample_rate, dims.n_fft, dims.n_mels)
+        self.register_buffer("mel_filters", torch.from_numpy(mel), persistent=False)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        frames = audio.shape[-1] // self.hop_length
+        padded = F.pad(audio.unsqueeze(1), (self.n_fft // 2, self.n_fft // 2))
+        spectrum = F.conv1d(padded, self.dft_basis, stride=self.hop_length)[..., :frames]
+        real, imag = spectrum.chunk(2, dim=1)
+        power = real.square() + imag.square()
+        log_mel = torch.log10(torch.matmul(self.mel_filters, power).clamp_min(1e-10))
+        peak = log_mel.amax(dim=(1, 2), keepdim=True)
+        log_mel = torch.maximum(log_mel, peak - 8.0)
+        return (log_mel + 4.0) / 4.0
