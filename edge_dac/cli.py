@@ -21,6 +21,7 @@ from edge_dac.log import setup_logging
 COMMAND_MODULES = (
     "edge_dac.caption_cli",
     "edge_dac.data.cli",
+    "edge_dac.daemon.cli",
 )
 
 

@@ -27,3 +27,8 @@ PYTHON=${PYTHON:-python3}
 # The CPU wheel first: a bare `torch` requirement would pull a multi-GB CUDA build.
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 .venv/bin/pip install -q -e ".[dev]"
+
+# Node.js example subscriber (examples/subscriber.js) used by the daemon's contract test.
+if command -v npm >/dev/null && [ ! -d examples/node_modules/zeromq ]; then
+  (cd examples && npm ci --no-audit --no-fund --silent)
+fi

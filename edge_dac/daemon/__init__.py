@@ -1,0 +1,1 @@
+"""The daemon: audio source -> sliding windows -> caption engine -> events -> ZeroMQ publisher."""

@@ -1,0 +1,130 @@
+"""The daemon's config (``configs/daemon.yaml``): source, windows, engine, queue, events, output.
+
+Every section rejects unknown keys, so a typo fails at start-up with the key named instead of
+being silently ignored. Command-line flags override individual values after loading.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from edge_dac.config import StrictModel, load_config, validate_config
+
+
+def runtime_dir() -> Path:
+    """Where the ipc socket lives: systemd's RuntimeDirectory, else the user's runtime dir."""
+    if os.environ.get("RUNTIME_DIRECTORY"):  # set by systemd from RuntimeDirectory=
+        return Path(os.environ["RUNTIME_DIRECTORY"].split(":")[0])
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(os.environ["XDG_RUNTIME_DIR"]) / "edge-dac"
+    return Path(f"/tmp/edge-dac-{os.getuid()}")
+
+
+def default_endpoint() -> str:
+    return f"ipc://{runtime_dir() / 'captions.sock'}"
+
+
+class RetryConfig(StrictModel):
+    """Reopening a lost or absent microphone: exponential backoff, never a retry storm."""
+
+    initial_s: float = Field(0.5, gt=0)
+    max_s: float = Field(30.0, gt=0)
+    failed_after_s: float = Field(60.0, gt=0, description="recovering longer than this is reported as failed")
+
+
+class SourceConfig(StrictModel):
+    kind: Literal["demo", "file", "mic"] = "demo"
+    path: str | None = Field(None, description="file: the audio file; demo: a folder of clips (default: bundled)")
+    loop: bool = Field(False, description="file: start again at the end (demo always loops)")
+    fast: bool = Field(False, description="file/demo: read as fast as the engine keeps up, not at real time")
+    device: str | int | None = Field(
+        None, description="mic: index, name substring, 'card:ID' (ALSA card id) or 'usb:VID:PID[:SERIAL]'"
+    )
+    capture_rate: int | None = Field(None, gt=0, description="mic: rate to open the device at (default: its own)")
+    block_s: float = Field(0.1, gt=0, le=1.0)
+    ring_s: float = Field(30.0, gt=0, description="mic: capture buffer; older audio is overwritten and counted")
+    stall_s: float = Field(2.5, gt=0, description="mic: no frames for this long means the device is lost")
+    retry: RetryConfig = RetryConfig()
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> SourceConfig:
+        if self.kind == "file" and not self.path:
+            raise ValueError("source kind 'file' needs 'path' (e.g. --source file:recording.flac)")
+        return self
+
+
+class WindowConfig(StrictModel):
+    length_s: float = Field(10.0, gt=0)
+    hop_s: float = Field(2.0, gt=0)
+    silence_dbfs: float | None = Field(-60.0, description="windows quieter than this are skipped; null: caption all")
+
+
+class EngineConfig(StrictModel):
+    model: str | None = Field(None, description="checkpoint or model id for the engine (default: shipped model)")
+    backend: str = "auto"
+    steps: int = Field(10, ge=1)
+    candidates: int = Field(3, ge=1)
+    threads: int | None = Field(None, ge=1)
+
+
+class WorkerConfig(StrictModel):
+    queue_size: int = Field(4, ge=1, description="pending windows; when full the oldest is dropped")
+    max_batch: int = Field(4, ge=1)
+
+
+class EventConfig(StrictModel):
+    end_after: int = Field(1, ge=1, description="windows that disagree (or are silent) before an event ends")
+    similarity: float = Field(0.8, ge=-1, le=1, description="cosine threshold when comparing caption embeddings")
+
+
+class CurveConfig(StrictModel):
+    secret_key: str = Field(description="the daemon's key_secret file from 'edge-dac keys'")
+    authorized_keys: str = Field(description="folder of client public .key files allowed to subscribe")
+
+
+class PublisherConfig(StrictModel):
+    endpoint: str = Field(default_factory=default_endpoint)
+    device_id: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9_.:-]+$")
+    hwm: int = Field(1000, ge=1, description="messages queued per subscriber before dropping")
+    heartbeat_s: float = Field(1.0, gt=0)
+    curve: CurveConfig | None = None
+
+
+class MetricsConfig(StrictModel):
+    enabled: bool = False
+    address: str = "127.0.0.1"
+    port: int = Field(9721, ge=1, le=65535)
+
+
+class DaemonConfig(StrictModel):
+    source: SourceConfig = SourceConfig()
+    windows: WindowConfig = WindowConfig()
+    engine: EngineConfig = EngineConfig()
+    worker: WorkerConfig = WorkerConfig()
+    events: EventConfig = EventConfig()
+    publisher: PublisherConfig = Field(default_factory=PublisherConfig)
+    metrics: MetricsConfig = MetricsConfig()
+
+
+def load_daemon_config(path: str | Path | None) -> DaemonConfig:
+    """The config at ``path``, or the defaults when no file is given."""
+    return load_config(path, DaemonConfig) if path else validate_config({}, DaemonConfig, "<defaults>")
+
+
+def parse_source(spec: str) -> dict:
+    """``demo`` | ``file:PATH`` | ``mic`` | ``mic:NAME`` (command-line form) -> source config fields."""
+    kind, _, rest = spec.partition(":")
+    if kind == "demo":
+        return {"kind": "demo", "path": rest or None}
+    if kind == "file" and rest:
+        return {"kind": "file", "path": rest}
+    if kind == "mic":
+        return {"kind": "mic", "device": (int(rest) if rest.isdigit() else rest) or None}
+    from edge_dac.errors import ConfigError
+
+    raise ConfigError(f"--source {spec!r}: expected demo, file:PATH, mic or mic:NAME")

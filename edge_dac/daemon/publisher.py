@@ -1,0 +1,170 @@
+"""ZeroMQ PUB socket that publishes ``[topic, json]`` and never blocks the pipeline.
+
+Past the high-water mark a PUB socket drops messages for that subscriber instead of waiting, so
+a slow or stuck subscriber can never stall capture; the per-topic sequence numbers let it see
+what it missed. Binding is guarded: tcp refuses a busy port by itself, but a second process
+binding the same ``ipc://`` path silently steals it, so ipc endpoints take a lock file and
+probe the socket before binding. With CURVE configured, only clients whose public key is in the
+authorised folder complete the handshake (checked by pyzmq's ZAP authenticator thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.auth
+from loguru import logger
+from zmq.auth.thread import ThreadAuthenticator
+
+from edge_dac.daemon.messages import SCHEMA_VERSION, topic
+from edge_dac.errors import ConfigError, EdgeDacError
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def ipc_path(endpoint: str) -> Path | None:
+    return Path(endpoint[len("ipc://") :]) if endpoint.startswith("ipc://") else None
+
+
+def _ipc_in_use(path: Path) -> bool:
+    """Whether something accepts connections on this Unix socket path (a stale file does not)."""
+    if not path.exists():
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _lock_ipc(path: Path) -> int:
+    """Hold an exclusive lock beside the socket for the life of the process (released if it dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise EdgeDacError(
+            f"{path}: another edge-dac daemon already publishes here; stop it or choose another --endpoint"
+        ) from None
+    if _ipc_in_use(path):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        raise EdgeDacError(f"{path}: another program is bound to this socket; choose another --endpoint")
+    return fd
+
+
+class Publisher:
+    """Thread-safe publisher: the worker, the event tracker and the heartbeat share one socket."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        device: str,
+        *,
+        hwm: int = 1000,
+        curve_secret_key: str | Path | None = None,
+        curve_authorized_keys: str | Path | None = None,
+    ):
+        self.endpoint = endpoint
+        self.device = device
+        self._lock = threading.Lock()
+        self._seq: dict[str, int] = {}
+        self._lock_fd: int | None = None
+        self._auth: ThreadAuthenticator | None = None
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.PUB)
+        self.socket.setsockopt(zmq.SNDHWM, hwm)
+        self.socket.setsockopt(zmq.LINGER, 500)  # flush the offline status on close, but never hang
+        try:
+            if curve_secret_key is not None:
+                self._enable_curve(Path(curve_secret_key), Path(curve_authorized_keys or ""))
+            path = ipc_path(endpoint)
+            if path is not None:
+                self._lock_fd = _lock_ipc(path)
+            self._bind()
+        except BaseException:
+            self.close()
+            raise
+
+    def _enable_curve(self, secret_key: Path, authorized: Path) -> None:
+        if not secret_key.is_file():
+            raise ConfigError(f"{secret_key}: CURVE secret key not found; create one with 'edge-dac keys'")
+        if not authorized.is_dir():
+            raise ConfigError(f"{authorized}: folder of authorised client keys not found; create it")
+        try:
+            public, secret = zmq.auth.load_certificate(secret_key)
+        except (ValueError, OSError) as error:
+            raise ConfigError(f"{secret_key}: not a CURVE key file from 'edge-dac keys' ({error})") from None
+        if secret is None:
+            raise ConfigError(f"{secret_key}: holds only a public key; pass the .key_secret file")
+        self._auth = ThreadAuthenticator(self.context)
+        self._auth.start()
+        # Every connection goes through ZAP; only public keys found in this folder get in.
+        self._auth.configure_curve(domain="*", location=str(authorized))
+        self.socket.curve_secretkey = secret
+        self.socket.curve_publickey = public
+        self.socket.curve_server = True
+        keys = len(list(authorized.glob("*.key")))
+        logger.info(f"CURVE on: {keys} authorised client key(s) in {authorized}")
+
+    def _bind(self) -> None:
+        try:
+            self.socket.bind(self.endpoint)
+        except zmq.ZMQError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise EdgeDacError(
+                    f"{self.endpoint}: address already in use (another daemon?); stop it or choose another --endpoint"
+                ) from None
+            raise EdgeDacError(f"{self.endpoint}: cannot bind ({error.strerror}); check the endpoint") from None
+
+    def publish(self, message_type: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Send one message without blocking; returns the full message (envelope + body)."""
+        name = topic(message_type, self.device)
+        with self._lock:
+            seq = self._seq.get(name, 0)
+            self._seq[name] = seq + 1
+            message = {
+                "schema_version": SCHEMA_VERSION,
+                "type": message_type,
+                "seq": seq,
+                "device": self.device,
+                "sent_at": utc_now_iso(),
+                **body,
+            }
+            frames = [name.encode(), json.dumps(message, separators=(",", ":")).encode()]
+            # PUB drops by itself past the HWM; NOBLOCK makes sure it can never wait instead.
+            with contextlib.suppress(zmq.Again):
+                self.socket.send_multipart(frames, flags=zmq.NOBLOCK)
+        return message
+
+    def close(self) -> None:
+        if self.socket is not None and not self.socket.closed:
+            self.socket.close()
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        self.context.term()
+        if self._lock_fd is not None:
+            path = ipc_path(self.endpoint)
+            if path is not None and path.exists():
+                path.unlink(missing_ok=True)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
