@@ -59,17 +59,33 @@ def cut_and_collapse(ids: list[int], eos_id: int, pad_id: int) -> list[int]:
     return out
 
 
-def collapse_repeated_words(text: str) -> str:
-    """Collapse adjacent repeated words and two-word phrases left after detokenisation."""
+_JOINERS = {"and", "then", ","}
+
+
+def collapse_repeated_words(text: str, max_phrase: int = 4) -> str:
+    """Drop a phrase that repeats right after itself, directly or after "and"/"then"/",".
+
+    The typical fault of parallel decoding ("an explosion and an explosion", "a dog dog barks");
+    a caption never needs the same phrase twice in a row, counts are written as "twice".
+    """
     words = text.split()
-    out: list[str] = []
-    for word in words:
-        if out and out[-1] == word:
-            continue
-        out.append(word)
-        if len(out) >= 4 and out[-2:] == out[-4:-2]:
-            del out[-2:]
-    return " ".join(out)
+    changed = True
+    while changed:
+        changed = False
+        for n in range(max_phrase, 0, -1):
+            for i in range(len(words) - n):
+                phrase = words[i : i + n]
+                if words[i + n : i + 2 * n] == phrase:
+                    del words[i + n : i + 2 * n]
+                elif i + n < len(words) and words[i + n] in _JOINERS and words[i + n + 1 : i + 2 * n + 1] == phrase:
+                    del words[i + n : i + 2 * n + 1]
+                else:
+                    continue
+                changed = True
+                break
+            if changed:
+                break
+    return " ".join(words)
 
 
 def _unigram_f1(a: list[str], b: list[str]) -> float:

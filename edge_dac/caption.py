@@ -1,0 +1,76 @@
+"""Captioning audio files window by window (the library side of ``edge-dac caption``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_dac.audio import load_audio
+from edge_dac.errors import CheckpointError
+from edge_dac.model.captioner import Captioner
+from edge_dac.model.decoding import Candidate, DecodingOptions
+from edge_dac.windows import Window, cut, plan_windows
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "model"
+
+
+def default_model_dir() -> Path:
+    """The model shipped inside the package; a clear error if this build has none."""
+    if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+        raise CheckpointError(
+            f"no default model is shipped in this build ({DEFAULT_MODEL_DIR}); pass --model DIR "
+            "(a checkpoint written by edge-dac train)"
+        )
+    return DEFAULT_MODEL_DIR
+
+
+@dataclass
+class WindowCaption:
+    file: str
+    start: float
+    end: float
+    candidates: list[Candidate] = field(default_factory=list)
+
+    @property
+    def caption(self) -> str:
+        return self.candidates[0].caption if self.candidates else ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "caption": self.caption,
+            "candidates": [candidate.to_dict() for candidate in self.candidates],
+        }
+
+
+def caption_audio(
+    captioner: Captioner,
+    audio: np.ndarray,
+    name: str,
+    options: DecodingOptions,
+    window_seconds: float | None = None,
+    hop_seconds: float | None = None,
+    batch_size: int = 16,
+) -> Iterator[WindowCaption]:
+    """Caption a mono waveform at the model's rate, one ``WindowCaption`` per window, in order."""
+    rate = captioner.dims.sample_rate
+    window = int(round((window_seconds or captioner.dims.max_audio_seconds) * rate))
+    hop = int(round((hop_seconds or window / rate) * rate))
+    windows = plan_windows(audio.size, window, hop)
+    for first in range(0, len(windows), batch_size):
+        chunk: list[Window] = windows[first : first + batch_size]
+        results = captioner.generate(cut(audio, chunk, captioner.dims.max_audio_samples), options)
+        for item, candidates in zip(chunk, results, strict=True):
+            start, end = item.seconds(rate)
+            yield WindowCaption(name, start, end, candidates)
+
+
+def caption_file(captioner: Captioner, path: str | Path, options: DecodingOptions, **kwargs) -> list[WindowCaption]:
+    """Read any audio file (resampled and down-mixed) and caption it window by window."""
+    audio = load_audio(path, captioner.dims.sample_rate)
+    return list(caption_audio(captioner, audio, str(path), options, **kwargs))

@@ -1,0 +1,75 @@
+"""``edge-dac caption FILE...``: caption audio files from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "caption",
+        help="caption audio files window by window",
+        description="Caption audio files (WAV, FLAC, OGG, MP3; any rate and channel count). "
+        "Long files are cut into windows; one line per window.",
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser.add_argument("--model", metavar="DIR", help="checkpoint directory (default: the shipped model)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (DAC; default 6)")
+    parser.add_argument("--candidates", type=int, default=None, help="candidate captions per window (default 5)")
+    parser.add_argument("--beam", type=int, default=1, help="beam size (AR models; default 1 = greedy)")
+    parser.add_argument("--window", type=float, default=None, metavar="S", help="window seconds (default: model's)")
+    parser.add_argument("--hop", type=float, default=None, metavar="S", help="hop seconds (default: the window)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default 0)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per window and line")
+    parser.set_defaults(func=run)
+
+
+def _check_positive(name: str, value: float | None) -> None:
+    from edge_dac.errors import EdgeDacError
+
+    if value is not None and value <= 0:
+        raise EdgeDacError(f"--{name} must be positive, got {value:g}")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from loguru import logger
+
+    from edge_dac.caption import caption_file, default_model_dir
+    from edge_dac.errors import EdgeDacError
+    from edge_dac.model import DecodingOptions, load_captioner
+
+    for name in ("steps", "candidates", "beam", "window", "hop", "threads"):
+        _check_positive(name, getattr(args, name))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    captioner = load_captioner(args.model or default_model_dir())
+    if args.window and args.window > captioner.dims.max_audio_seconds:
+        raise EdgeDacError(
+            f"--window {args.window:g} is longer than the model's {captioner.dims.max_audio_seconds:g} s window; "
+            "pass a shorter --window"
+        )
+    options = DecodingOptions(
+        steps=args.steps or 6,
+        candidates=args.candidates or (5 if captioner.dims.kind == "dac" else args.beam),
+        beam_size=args.beam,
+        seed=args.seed,
+    )
+    failures = 0
+    for path in args.files:
+        try:
+            results = caption_file(captioner, path, options, window_seconds=args.window, hop_seconds=args.hop)
+        except EdgeDacError as error:  # one bad file must not stop the others
+            logger.error(str(error))
+            failures += 1
+            continue
+        for result in results:
+            if args.json:
+                print(json.dumps(result.to_dict(), ensure_ascii=False))
+            else:
+                print(f"{result.file}  [{result.start:7.2f} - {result.end:7.2f}]  {result.caption}")
+        sys.stdout.flush()
+    return 1 if failures else 0

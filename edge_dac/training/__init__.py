@@ -1,0 +1,1 @@
+"""Training: optimisation loops shared by ``edge-dac train`` and the tests."""

@@ -1,0 +1,20 @@
+"""Small real models for tests (random weights, real forward passes)."""
+
+from __future__ import annotations
+
+import torch
+
+from edge_dac.model import Captioner, ModelDims, train_tokenizer
+
+CAPTIONS = ["a dog barks while rain falls", "a man speaks then a door slams twice", "birds sing in the distance"]
+
+
+def tiny_captioner(kind: str = "dac", seconds: float = 2.0) -> Captioner:
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer(CAPTIONS, vocab_size=80)
+    dims = ModelDims(
+        kind=kind, vocab_size=len(tokenizer), max_audio_seconds=seconds, encoder_width=64, decoder_width=64,
+        encoder_layers=2, decoder_layers=2, encoder_heads=4, decoder_heads=4, max_caption_tokens=12,
+        embedding_dim=16,
+    )
+    return Captioner(dims, tokenizer).eval()
