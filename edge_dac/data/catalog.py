@@ -105,8 +105,7 @@ def find_catalog(path: str | Path | None = None) -> Path:
             return candidate.resolve()
     looked = ", ".join(str(c) for c in dict.fromkeys(candidates))
     raise EdgeDacError(
-        f"soundscape catalog not found (looked at {looked}); "
-        f"set {CATALOG_ENV}=/path/to/catalog.csv or pass --catalog"
+        f"soundscape catalog not found (looked at {looked}); set {CATALOG_ENV}=/path/to/catalog.csv or pass --catalog"
     )
 
 

@@ -29,21 +29,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PKG[,PKG...]",
         help="only these packages (comma-separated or repeated); default: every package in the catalog",
     )
-    fetch.add_argument(
-        "--small", action="store_true", help="only the small test set of packages (about 150 MB)"
-    )
+    fetch.add_argument("--small", action="store_true", help="only the small test set of packages (about 150 MB)")
     fetch.add_argument(
         "--from",
         dest="from_dir",
         metavar="DIR",
         help="take .deb files from DIR instead of downloading (no network)",
     )
-    fetch.add_argument(
-        "--cache", metavar="DIR", help="cache directory (default: $EDGE_DAC_CACHE or ~/.cache/edge-dac)"
-    )
-    fetch.add_argument(
-        "--catalog", metavar="CSV", help="catalog.csv (default: ../shared/soundscape/catalog.csv)"
-    )
+    fetch.add_argument("--cache", metavar="DIR", help="cache directory (default: $EDGE_DAC_CACHE or ~/.cache/edge-dac)")
+    fetch.add_argument("--catalog", metavar="CSV", help="catalog.csv (default: ../shared/soundscape/catalog.csv)")
     fetch.add_argument("--verify", action="store_true", help="re-check md5s of packages already in the cache")
     fetch.add_argument("--keep-debs", action="store_true", help="keep downloaded .deb files in CACHE/debs")
     fetch.set_defaults(func=run_fetch)

@@ -12,6 +12,8 @@ md5s (and re-fetches on a mismatch) only when one has changed, or always with ``
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import shutil
@@ -77,9 +79,7 @@ class _Check:
     verified: int = 0
     missing: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
-    stats: dict[str, list[int]] = field(
-        default_factory=dict
-    )  # file relative to the package root -> [size, mtime]
+    stats: dict[str, list[int]] = field(default_factory=dict)  # file relative to the package root -> [size, mtime]
 
     @property
     def ok(self) -> bool:
@@ -102,11 +102,7 @@ def fetch(
     packages that are already in the cache.
     """
     started = time.monotonic()
-    rows = (
-        list(catalog)
-        if isinstance(catalog, Sequence) and not isinstance(catalog, str)
-        else load_catalog(catalog)
-    )
+    rows = list(catalog) if isinstance(catalog, Sequence) and not isinstance(catalog, str) else load_catalog(catalog)
     by_package: dict[str, list[CatalogRow]] = defaultdict(list)
     for row in rows:
         by_package[row.package].append(row)
@@ -117,6 +113,35 @@ def fetch(
     packages = _select_packages(packages, by_package, from_dir)
 
     report = FetchReport()
+    with _locked(cache_dir):
+        _fetch_packages(packages, by_package, cache_dir, from_dir, report, progress, verify, keep_debs)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+@contextlib.contextmanager
+def _locked(cache_dir: Path):
+    """One fetch per cache at a time: two test sessions or shells sharing a cache would race on unpacking."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info(f"waiting for another edge-dac fetch into {cache_dir} to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _fetch_packages(
+    packages: list[str],
+    by_package: dict[str, list[CatalogRow]],
+    cache_dir: Path,
+    from_dir: Path | None,
+    report: FetchReport,
+    progress: bool,
+    verify: bool,
+    keep_debs: bool,
+) -> None:
     bar = tqdm(packages, desc="fetch", unit="pkg", disable=not progress)
     for package in bar:
         bar.set_postfix_str(package)
@@ -127,7 +152,7 @@ def fetch(
             continue
         deb = _find_deb(package, package_rows[0].version, from_dir, cache_dir)
         if deb is None:
-            deb = _download(package, package_rows[0].version, cache_dir / "debs")
+            deb = download_deb(package, package_rows[0].version, cache_dir / "debs")
         _unpack(deb, package_root(package, cache_dir), ours=deb.parent == cache_dir / "debs")
         check = _check_files(package_rows, cache_dir)
         report.fetched.append(package)
@@ -144,8 +169,6 @@ def fetch(
                 f"after unpacking {deb.name}; the package version probably differs from the catalog's "
                 f"{package_rows[0].version}"
             )
-    report.seconds = time.monotonic() - started
-    return report
 
 
 def _select_packages(
@@ -199,9 +222,7 @@ def _is_done(package: str, rows: Sequence[CatalogRow], cache_dir: Path, verify: 
         changed = [rel for rel, stat in marker["files"].items() if _stat(root / rel) != stat]
         if not changed:
             return True
-        logger.warning(
-            f"{package}: {len(changed)} files changed since they were verified ({changed[0]}); checking"
-        )
+        logger.warning(f"{package}: {len(changed)} files changed since they were verified ({changed[0]}); checking")
     check = _check_files(rows, cache_dir)
     if check.ok:
         _write_marker(package, rows, cache_dir, check)
@@ -256,9 +277,7 @@ def _check_files(rows: Sequence[CatalogRow], cache_dir: Path) -> _Check:
         if not path.is_file():
             check.missing += [f"{r.package}:{r.path}" for r in file_rows]
             continue
-        digests = (
-            _member_md5s(path, file_rows) if file_rows[0].member is not None else {None: _md5_file(path)}
-        )
+        digests = _member_md5s(path, file_rows) if file_rows[0].member is not None else {None: _md5_file(path)}
         good = 0
         for row in file_rows:
             digest = digests.get(row.member)
@@ -303,7 +322,7 @@ def _find_deb(package: str, version: str, from_dir: Path | None, cache_dir: Path
     return None
 
 
-def _download(package: str, version: str, debs_dir: Path) -> Path:
+def download_deb(package: str, version: str, debs_dir: Path) -> Path:
     """``apt-get download`` the catalogued version, else what apt offers (md5 checks catch a difference)."""
     if shutil.which("apt-get") is None:
         raise EdgeDacError(
@@ -312,15 +331,11 @@ def _download(package: str, version: str, debs_dir: Path) -> Path:
         )
     debs_dir.mkdir(parents=True, exist_ok=True)
     for spec in (f"{package}={version}", package):
-        result = subprocess.run(
-            ["apt-get", "download", "-q", spec], cwd=debs_dir, capture_output=True, text=True
-        )
+        result = subprocess.run(["apt-get", "download", "-q", spec], cwd=debs_dir, capture_output=True, text=True)
         debs = sorted(debs_dir.glob(f"{package}_*.deb"))
         if result.returncode == 0 and debs:
             if spec == package:
-                logger.warning(
-                    f"{package}: version {version} is not in the apt sources; using {debs[-1].name}"
-                )
+                logger.warning(f"{package}: version {version} is not in the apt sources; using {debs[-1].name}")
             return debs[-1]
     errors = [line for line in result.stderr.splitlines() if line.startswith("E:")]
     reason = errors[-1][2:].strip() if errors else result.stderr.strip() or f"exit code {result.returncode}"
@@ -355,11 +370,7 @@ def _unpack(deb: Path, root: Path, ours: bool) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if ours:
             deb.unlink(missing_ok=True)
-        reason = (
-            result.stderr.strip().splitlines()[-1]
-            if result.stderr.strip()
-            else f"exit code {result.returncode}"
-        )
+        reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit code {result.returncode}"
         raise EdgeDacError(f"{deb}: cannot unpack ({reason}); the file is damaged, fetch it again")
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)
