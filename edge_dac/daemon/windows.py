@@ -69,8 +69,9 @@ class Windower:
         if self.length <= 0 or self.hop <= 0:
             raise ValueError("window length and hop must be at least one sample")
         self.silence_dbfs = silence_dbfs
-        self._buffer = np.zeros(0, dtype=np.float32)
-        self._buffer_start = 0  # sample index of _buffer[0]
+        self._chunks: list[np.ndarray] = []  # joined only when a window is due: O(window) per window
+        self._buffer_start = 0  # sample index of the first buffered sample
+        self._buffered = 0
         self._next_start: int | None = None
         self.gaps = 0  # discontinuities seen (device lost and reopened)
 
@@ -78,25 +79,29 @@ class Windower:
         return -(-sample // self.hop) * self.hop  # next multiple of hop at or after ``sample``
 
     def push(self, block: Block) -> list[Window]:
-        if self._next_start is None or block.start_sample != self._buffer_start + len(self._buffer):
+        if self._next_start is None or block.start_sample != self._buffer_start + self._buffered:
             if self._next_start is not None:
                 self.gaps += 1
-            self._buffer = np.zeros(0, dtype=np.float32)
+            self._chunks, self._buffered = [], 0
             self._buffer_start = block.start_sample
             self._next_start = self._align(block.start_sample)
-        self._buffer = np.concatenate([self._buffer, block.samples.astype(np.float32, copy=False)])
+        self._chunks.append(block.samples.astype(np.float32, copy=False))
+        self._buffered += len(block.samples)
+        buffer_end = self._buffer_start + self._buffered
+        if self._next_start + self.length > buffer_end:
+            return []
+        buffer = np.concatenate(self._chunks)
         windows = []
-        buffer_end = self._buffer_start + len(self._buffer)
         while self._next_start + self.length <= buffer_end:
             offset = self._next_start - self._buffer_start
-            samples = self._buffer[offset : offset + self.length].copy()
+            samples = buffer[offset : offset + self.length].copy()
             level = level_dbfs(samples)
             silent = self.silence_dbfs is not None and level < self.silence_dbfs
             windows.append(Window(samples, self._next_start, self._next_start + self.length, level, silent))
             self._next_start += self.hop
         # Keep only what a future window can still use: memory stays bounded at one window.
-        keep_from = min(max(0, self._next_start - self._buffer_start), len(self._buffer))
-        if keep_from:
-            self._buffer = self._buffer[keep_from:]
-            self._buffer_start += keep_from
+        keep_from = min(max(0, self._next_start - self._buffer_start), len(buffer))
+        self._chunks = [buffer[keep_from:]]
+        self._buffered = len(buffer) - keep_from
+        self._buffer_start += keep_from
         return windows

@@ -1,0 +1,119 @@
+"""Windows, the sample clock and the file/demo sources, on real audio files."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import soundfile
+
+from edge_dac.audio import load_audio
+from edge_dac.daemon.config import SourceConfig
+from edge_dac.daemon.sources import FileSource, open_source
+from edge_dac.daemon.windows import Block, SampleClock, Windower, level_dbfs
+from edge_dac.errors import AudioError
+
+RATE = 16000
+
+
+def noise(seconds: float, level: float = 0.1, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(int(seconds * RATE)) * level).astype(np.float32)
+
+
+def write_flac(path, samples, rate=RATE):
+    soundfile.write(str(path), samples, rate, format="FLAC", subtype="PCM_16")
+    return path
+
+
+def feed(windower: Windower, samples: np.ndarray, block: int, start: int = 0):
+    windows = []
+    for offset in range(0, len(samples), block):
+        windows += windower.push(Block(samples[offset : offset + block], start + offset))
+    return windows
+
+
+def test_windows_are_sample_aligned_and_exact():
+    audio = noise(7.3)
+    windows = feed(Windower(2.0, 0.5, RATE, silence_dbfs=None), audio, block=1234)
+    assert [w.start_sample for w in windows] == list(range(0, len(audio) - 32000 + 1, 8000))
+    for w in windows:
+        assert w.end_sample - w.start_sample == 32000
+        np.testing.assert_array_equal(w.samples, audio[w.start_sample : w.end_sample])
+
+
+def test_gap_in_stream_restarts_at_next_hop_boundary():
+    windower = Windower(1.0, 0.5, RATE, silence_dbfs=None)
+    before = feed(windower, noise(2.0), block=1600)
+    after = feed(windower, noise(2.0, seed=1), block=1600, start=5 * RATE + 100)  # 3 s lost, then resumed
+    assert windower.gaps == 1
+    assert before[-1].end_sample == 2 * RATE
+    assert after[0].start_sample == 5 * RATE + 8000  # next multiple of the hop, never stitched across the gap
+    assert all(w.start_sample % 8000 == 0 for w in before + after)
+
+
+def test_silence_gate():
+    windower = Windower(1.0, 1.0, RATE, silence_dbfs=-50.0)
+    quiet = np.full(RATE, 1e-4, dtype=np.float32)  # -80 dBFS
+    windows = feed(windower, np.concatenate([quiet, noise(1.0)]), block=RATE)
+    assert [w.silent for w in windows] == [True, False]
+    assert level_dbfs(np.zeros(10, dtype=np.float32)) == float("-inf")
+
+
+def test_no_drift_over_ten_minutes_at_fast_pacing(tmp_path):
+    """Timestamps come from sample indexes only: after 10 minutes read at full speed, every
+    window holds exactly the file's samples at its indexes and its time is anchor + index / rate."""
+    path = write_flac(tmp_path / "ten_minutes.flac", noise(600.0, level=0.05))
+    audio = load_audio(path)
+    source = FileSource([path], fast=True, block_s=0.1)
+    windower = Windower(10.0, 2.0, RATE)
+    source.start()
+    clock = SampleClock(RATE, source.anchor_time)
+    started = time.monotonic()
+    windows = []
+    while (block := source.read(1.0)) is not None:
+        windows += windower.push(block)
+    assert time.monotonic() - started < 60  # really read fast, not at real time
+    assert source.state == "finished"
+    assert len(windows) == (len(audio) - 160000) // 32000 + 1 == 296
+    for w in windows:
+        assert np.array_equal(w.samples, audio[w.start_sample : w.end_sample])
+    last = windows[-1]
+    assert last.end_sample == 600 * RATE
+    assert clock.time_of(last.end_sample) == source.anchor_time + 600.0
+    assert clock.iso(0) < clock.iso(last.end_sample)
+
+
+def test_real_time_pacing_and_loop(tmp_path):
+    path = write_flac(tmp_path / "half_second.flac", noise(0.5))
+    audio = load_audio(path)
+    source = FileSource([path], loop=True, block_s=0.1)
+    source.start()
+    started = time.monotonic()
+    blocks = []
+    while sum(len(b.samples) for b in blocks) < 2 * len(audio):
+        if (block := source.read(0.5)) is not None:
+            blocks.append(block)
+    assert time.monotonic() - started >= 0.9  # one second of audio takes one second
+    stream = np.concatenate([b.samples for b in blocks])
+    assert [b.start_sample for b in blocks] == list(np.cumsum([0] + [len(b.samples) for b in blocks[:-1]]))
+    np.testing.assert_array_equal(stream[: 2 * len(audio)], np.concatenate([audio, audio]))
+
+
+def test_demo_source_reads_a_folder_of_clips(tmp_path):
+    write_flac(tmp_path / "b.flac", noise(0.2, seed=2))
+    write_flac(tmp_path / "a.flac", noise(0.3, seed=1), rate=44100)  # resampled on load
+    source = open_source(SourceConfig(kind="demo", path=str(tmp_path), fast=True))
+    assert source.kind == "demo" and source.realtime is False
+    source.start()
+    first = source.read(0.1)
+    assert first.start_sample == 0 and source.state == "healthy"
+    with pytest.raises(AudioError, match="no demo clips"):
+        open_source(SourceConfig(kind="demo", path=str(tmp_path / "empty")))
+
+
+def test_bad_file_source_is_one_line(tmp_path):
+    bad = tmp_path / "notes.flac"
+    bad.write_text("not audio")
+    with pytest.raises(AudioError, match="not a readable audio file"):
+        open_source(SourceConfig(kind="file", path=str(bad)))
