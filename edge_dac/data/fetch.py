@@ -142,33 +142,45 @@ def _fetch_packages(
     verify: bool,
     keep_debs: bool,
 ) -> None:
-    bar = tqdm(packages, desc="fetch", unit="pkg", disable=not progress)
-    for package in bar:
-        bar.set_postfix_str(package)
-        package_rows = by_package[package]
-        if _is_done(package, package_rows, cache_dir, verify):
-            report.skipped.append(package)
-            report.files_verified += len(package_rows)
-            continue
-        deb = _find_deb(package, package_rows[0].version, from_dir, cache_dir)
-        if deb is None:
-            deb = download_deb(package, package_rows[0].version, cache_dir / "debs")
-        _unpack(deb, package_root(package, cache_dir), ours=deb.parent == cache_dir / "debs")
-        check = _check_files(package_rows, cache_dir)
-        report.fetched.append(package)
-        report.files_verified += check.verified
-        report.missing += check.missing
-        report.mismatched += check.mismatched
-        if check.ok:
-            _write_marker(package, package_rows, cache_dir, check)
-            if not keep_debs and from_dir is None:
-                deb.unlink(missing_ok=True)  # the unpacked tree and its marker are all a rerun needs
-        else:
-            logger.warning(
-                f"{package}: {len(check.missing)} files missing, {len(check.mismatched)} md5 mismatches "
-                f"after unpacking {deb.name}; the package version probably differs from the catalog's "
-                f"{package_rows[0].version}"
-            )
+    with tqdm(packages, desc="fetch", unit="pkg", disable=not progress) as bar:
+        for package in bar:
+            bar.set_postfix_str(package)
+            _fetch_package(package, by_package[package], cache_dir, from_dir, report, verify, keep_debs)
+
+
+def _fetch_package(
+    package: str,
+    package_rows: list[CatalogRow],
+    cache_dir: Path,
+    from_dir: Path | None,
+    report: FetchReport,
+    verify: bool,
+    keep_debs: bool,
+) -> None:
+    """Skip the package if it is in the cache and verified, else unpack its .deb and verify it."""
+    if _is_done(package, package_rows, cache_dir, verify):
+        report.skipped.append(package)
+        report.files_verified += len(package_rows)
+        return
+    deb = _find_deb(package, package_rows[0].version, from_dir, cache_dir)
+    if deb is None:
+        deb = download_deb(package, package_rows[0].version, cache_dir / "debs")
+    _unpack(deb, package_root(package, cache_dir), ours=deb.parent == cache_dir / "debs")
+    check = _check_files(package_rows, cache_dir)
+    report.fetched.append(package)
+    report.files_verified += check.verified
+    report.missing += check.missing
+    report.mismatched += check.mismatched
+    if check.ok:
+        _write_marker(package, package_rows, cache_dir, check)
+        if not keep_debs and from_dir is None:
+            deb.unlink(missing_ok=True)  # the unpacked tree and its marker are all a rerun needs
+    else:
+        logger.warning(
+            f"{package}: {len(check.missing)} files missing, {len(check.mismatched)} md5 mismatches "
+            f"after unpacking {deb.name}; the package version probably differs from the catalog's "
+            f"{package_rows[0].version}"
+        )
 
 
 def _select_packages(
@@ -353,7 +365,10 @@ def download_deb(package: str, version: str, debs_dir: Path) -> Path:
 
 
 def _apt_lists_empty() -> bool:
-    return not any(Path("/var/lib/apt/lists").glob("*_Packages*"))
+    """True on a fresh machine (or container) where `apt-get update` never ran."""
+    result = subprocess.run(["apt-config", "shell", "LISTS", "Dir::State::Lists/d"], capture_output=True, text=True)
+    lists = result.stdout.partition("=")[2].strip().strip("'") or "/var/lib/apt/lists"
+    return not any(Path(lists).glob("*_Packages*"))
 
 
 def _unpack(deb: Path, root: Path, ours: bool) -> None:
