@@ -92,6 +92,9 @@ class PublisherConfig(StrictModel):
     device_id: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9_.:-]+$")
     hwm: int = Field(1000, ge=1, description="messages queued per subscriber before dropping")
     heartbeat_s: float = Field(1.0, gt=0)
+    ipc_mode: str = Field(
+        "0666", pattern=r"^0?[0-7]{3}$", description="ipc socket permissions; 0666 lets every local user subscribe"
+    )
     curve: CurveConfig | None = None
 
 

@@ -79,6 +79,7 @@ class Publisher:
         device: str,
         *,
         hwm: int = 1000,
+        ipc_mode: int = 0o666,
         curve_secret_key: str | Path | None = None,
         curve_authorized_keys: str | Path | None = None,
     ):
@@ -99,6 +100,8 @@ class Publisher:
             if path is not None:
                 self._lock_fd = _lock_ipc(path)
             self._bind()
+            if path is not None:  # connecting needs write access; the service's umask would deny it
+                os.chmod(path, ipc_mode)
         except BaseException:
             self.close()
             raise
