@@ -15,10 +15,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from test_daemon_support import caption_body, event_body, free_tcp_endpoint, status_body
 
 from edge_dac.daemon.messages import load_schema
 from edge_dac.daemon.publisher import Publisher
+from tests.test_daemon_support import caption_body, event_body, free_tcp_endpoint, status_body
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

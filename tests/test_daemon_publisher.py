@@ -12,12 +12,12 @@ import time
 
 import pytest
 import zmq
-from test_daemon_support import caption_body, connect_until_flowing, free_tcp_endpoint, status_body
 
 from edge_dac.daemon.keys import create_key_pair
 from edge_dac.daemon.listen import Subscriber, listen
 from edge_dac.daemon.publisher import Publisher
 from edge_dac.errors import ConfigError, EdgeDacError
+from tests.test_daemon_support import caption_body, connect_until_flowing, free_tcp_endpoint, status_body
 
 
 @pytest.fixture
