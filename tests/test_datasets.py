@@ -74,6 +74,7 @@ def test_audiocaps_groups_rows_and_honours_start_time(tmp_path):
     write_tone(audio / "abcdefghijk.flac", 30.0, rate=44_100, channels=2)  # the whole video's audio
     write_tone(audio / "Yzyxwvutsrqp.wav", 10.0, rate=32_000)  # an already-cut clip, AudioSet naming
     write_tone(audio / "103.ogg", 10.0, rate=48_000)  # named after the audiocap_id
+    (audio / "abcdefghijk.txt").write_text("not audio, same stem")
     (tmp_path / "val.csv").write_text(
         "audiocap_id,youtube_id,start_time,caption\n"
         "101,abcdefghijk,12,a man speaks\n"
@@ -86,6 +87,7 @@ def test_audiocaps_groups_rows_and_honours_start_time(tmp_path):
     talk, birds, car = manifest.items
     assert talk.captions == ["a man speaks", "a man talks loudly"] and talk.split == "val"
     assert (talk.offset_s, talk.duration_s) == (12.0, 10.0)
+    assert talk.audio.name == "abcdefghijk.flac"
     assert birds.audio.name == "Yzyxwvutsrqp.wav" and car.audio.name == "103.ogg"
     assert len(load_item_audio(talk)) == 160_000  # 10 s cut out of 30 s
     assert len(load_item_audio(birds)) == 160_000  # pre-cut: read whole although start_time is 30 s

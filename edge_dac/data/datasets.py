@@ -31,6 +31,9 @@ from edge_dac.audio import SAMPLE_RATE, check_samples, resample, to_mono
 from edge_dac.errors import AudioError, EdgeDacError
 
 AUDIOCAPS_CLIP_S = 10.0
+# Looked for by AudioCaps ids. m4a/webm (what YouTube downloaders write) are listed so that such a
+# file is reported as unreadable, not as missing: soundfile cannot decode them.
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".m4a", ".webm"}
 _CLOTHO_SPLITS = {"development": "train", "validation": "val", "evaluation": "test"}
 _AUDIOCAPS_SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 _EXPECTED = (
@@ -218,7 +221,8 @@ def _audiocaps_items(path: Path, rows: list[dict], root: Path | None) -> list[Ca
     root = root or path.parent
     by_stem: dict[str, Path] = {}
     for file in sorted(root.rglob("*")):
-        by_stem.setdefault(file.stem, file)
+        if file.suffix.lower() in AUDIO_SUFFIXES:
+            by_stem.setdefault(file.stem, file)
     split = _AUDIOCAPS_SPLITS.get(path.stem.lower())
     clips: dict[tuple[str, str], CaptionItem] = {}
     for line_number, row in enumerate(rows, start=2):
