@@ -1,0 +1,274 @@
+"""The caption lexicon: the words that name each sound class, in both directions.
+
+Forwards, the scene captioner asks an entry for noun and verb phrases ("a dog" + "barks").
+Backwards, ``Lexicon.labels_in_caption`` finds which classes a caption mentions, for event-F1 in
+evaluation and for merging events in the daemon. Matching works on crude stems of words with
+articles and auxiliaries dropped, so "Dogs are barking." and "a dog barked" both hit "dog barking";
+where two known phrases overlap in a caption the longer wins ("a car horn honks" is the car horn,
+not the car engine), and a phrase that belongs to several classes ("a man", "someone") names
+none of them by itself.
+
+The data lives in ``lexicon.yaml`` next to this file; its header documents the fields.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from edge_dac.errors import ConfigError
+
+LEXICON_PATH = Path(__file__).with_name("lexicon.yaml")
+SPEECH_CLASSES = ("man speaking", "woman speaking", "person speaking", "child speaking")
+# Words that carry no event meaning and would otherwise split phrases ("the wind is blowing").
+STOPWORDS = frozenset(
+    ["a", "an", "the", "is", "are", "was", "were", "be", "being", "been", "some", "its", "it", "their", "his", "her"]
+)
+ARTICLES = ("a ", "an ", "the ", "some ")
+ENTRY_FIELDS = {"noun", "verb", "ing", "also", "plural", "background", "settings", "labels", "skip"}
+LABEL_FIELDS = {"noun", "verb", "ing", "also", "plural"}
+
+
+def stem(word: str) -> str:
+    """A crude English stemmer, enough to make inflections of one verb or noun meet:
+    barks/barking/barked -> bark, whistles/whistling -> whistl, flies -> fly, running -> run."""
+    w = word
+    if len(w) > 5 and w.endswith("ing"):
+        w = w[:-3]
+        w = _undouble(w)
+    elif len(w) > 4 and w.endswith("ies"):
+        w = w[:-3] + "y"
+    elif (len(w) > 3 and w.endswith("oes")) or (  # goes, echoes; buzzes, crashes, screeches
+        len(w) > 4 and w.endswith("es") and (w[-3] in "sxz" or w.endswith(("ches", "shes")))
+    ):
+        w = w[:-2]
+    elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        w = w[:-1]
+    elif len(w) > 5 and w.endswith("ed"):
+        w = _undouble(w[:-2])
+    if len(w) > 3 and w.endswith("e"):
+        w = w[:-1]
+    return w
+
+
+def _undouble(w: str) -> str:
+    """running -> runn -> run, but buzzing -> buzz and rolling -> roll stay doubled."""
+    if len(w) > 2 and w[-1] == w[-2] and w[-1] not in "aeiouslzf":
+        return w[:-1]
+    return w
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-case word stems of ``text`` without articles/auxiliaries: "The dogs are barking" -> [dog, bark]."""
+    words = re.findall(r"[a-z0-9]+", text.lower().replace("'s ", " "))
+    return [stem(w) for w in words if w not in STOPWORDS]
+
+
+def strip_article(noun: str) -> str:
+    """"a dog" -> "dog"; used for "distant dog" and "the sound of dog" style phrasing."""
+    for article in ARTICLES:
+        if noun.startswith(article):
+            return noun[len(article) :]
+    return noun
+
+
+@dataclass(frozen=True)
+class LexiconEntry:
+    """How one sound class (or one catalog label of it) is put into words."""
+
+    label: str  # the event class this entry belongs to
+    noun: tuple[str, ...]
+    verb: tuple[str, ...]
+    ing: tuple[str, ...]
+    also: tuple[str, ...] = ()
+    plural: bool = False
+    background: bool = False
+    settings: tuple[str, ...] = ()
+    catalog_label: str | None = None  # set for a label-specific override
+
+    @property
+    def is_speech(self) -> bool:
+        return self.label in SPEECH_CLASSES
+
+
+@dataclass
+class Lexicon:
+    """All entries, keyed by event class, plus the phrase table used to read captions back."""
+
+    entries: dict[str, LexiconEntry]
+    label_entries: dict[str, LexiconEntry]  # catalog label -> entry (override or the class entry)
+    skipped: dict[str, frozenset[str]]  # event class -> catalog labels left out
+    _phrases: dict[tuple[str, ...], frozenset[str]] = field(default_factory=dict, repr=False)
+    _longest: int = 1
+
+    @property
+    def labels(self) -> list[str]:
+        """The event classes the lexicon can caption, sorted."""
+        return sorted(self.entries)
+
+    def event_class(self, label: str) -> str:
+        """The event class of a catalog label or class name ("footstep on gravel" -> "footsteps")."""
+        if label in self.entries:
+            return label
+        if label in self.label_entries:
+            return self.label_entries[label].label
+        raise KeyError(f"{label!r} is not in the caption lexicon")
+
+    def covers(self, class_name: str, label: str) -> bool:
+        """Whether a catalog row (its class, or its label where the class is empty) can be captioned."""
+        key = class_name or label
+        return key in self.entries and label not in self.skipped.get(key, frozenset())
+
+    def entry(self, label: str, class_name: str | None = None) -> LexiconEntry:
+        """The entry for an event class or a catalog label (label-specific wording where there is
+        one); pass the catalog row's class for labels that simply take their class's wording."""
+        if label in self.label_entries:
+            return self.label_entries[label]
+        for key in (label, class_name):
+            if key in self.entries:
+                return self.entries[key]
+        raise KeyError(f"{label!r} is not in the caption lexicon")
+
+    def event_words(self, label: str) -> set[str]:
+        """Every phrase that names this class (or catalog label's class) in a caption, as written
+        in the lexicon: nouns without articles, synonyms, the class name and its catalog labels."""
+        key = self.event_class(label)
+        words: set[str] = {key}
+        for entry in [self.entries[key], *(e for e in self.label_entries.values() if e.label == key)]:
+            words.update(strip_article(n) for n in entry.noun)
+            words.update(entry.also)
+            if entry.catalog_label:
+                words.add(entry.catalog_label)
+        return words
+
+    def labels_in_caption(self, caption: str) -> set[str]:
+        """The event classes a caption mentions through nouns, verbs or synonyms.
+
+        Longest phrases are taken first and a word is used by one phrase only, so "a car horn
+        honks" names "car horn" and not "car engine"; a phrase shared by several classes
+        ("a man", "someone") names none of them.
+        """
+        words = tokens(caption)
+        used = [False] * len(words)
+        found: set[str] = set()
+        for length in range(min(self._longest, len(words)), 0, -1):
+            for start in range(len(words) - length + 1):
+                if any(used[start : start + length]):
+                    continue
+                keys = self._phrases.get(tuple(words[start : start + length]))
+                if keys is None:
+                    continue
+                used[start : start + length] = [True] * length
+                if len(keys) == 1:
+                    found |= keys
+        return found
+
+    def _index(self) -> None:
+        # A one-word phrase that other classes use in their own wording ("chops wood", "a tom
+        # booms", "falls to the ground") would fire on their captions, so it only counts inside
+        # longer phrases ("wood cracks", "an explosion booms").
+        used_in_phrases: dict[str, set[str]] = {}
+        for entry in [*self.entries.values(), *self.label_entries.values()]:
+            for phrase in (*entry.verb, *entry.ing, *entry.settings):
+                for word in tokens(phrase):
+                    used_in_phrases.setdefault(word, set()).add(entry.label)
+        table: dict[tuple[str, ...], set[str]] = {}
+        for key in self.entries:
+            for phrase in self.event_words(key):
+                stems = tuple(tokens(phrase))
+                if not stems or (len(stems) == 1 and used_in_phrases.get(stems[0], set()) - {key}):
+                    continue
+                table.setdefault(stems, set()).add(key)
+        self._phrases = {phrase: frozenset(keys) for phrase, keys in table.items()}
+        self._longest = max(len(p) for p in self._phrases)
+
+
+def _as_tuple(value: object, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"{where}: expected a list of phrases, got {value!r}")
+
+
+def _check_keys(data: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}' (allowed keys: {', '.join(sorted(allowed))})")
+
+
+def parse_lexicon(data: object, source: str = "lexicon") -> Lexicon:
+    """Build a ``Lexicon`` from the parsed YAML mapping; malformed data is a ``ConfigError``."""
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{source}: expected a mapping of event classes to entries")
+    entries: dict[str, LexiconEntry] = {}
+    label_entries: dict[str, LexiconEntry] = {}
+    skipped: dict[str, frozenset[str]] = {}
+    for key, spec in data.items():
+        where = f"{source}: entry '{key}'"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: expected a mapping with noun, verb and ing")
+        _check_keys(spec, ENTRY_FIELDS, where)
+        base = LexiconEntry(
+            label=str(key),
+            noun=_as_tuple(spec.get("noun"), f"{where}.noun"),
+            verb=_as_tuple(spec.get("verb"), f"{where}.verb"),
+            ing=_as_tuple(spec.get("ing"), f"{where}.ing"),
+            also=_as_tuple(spec.get("also"), f"{where}.also"),
+            plural=bool(spec.get("plural", False)),
+            background=bool(spec.get("background", False)),
+            settings=_as_tuple(spec.get("settings"), f"{where}.settings"),
+        )
+        if not (base.noun and base.verb and base.ing):
+            raise ConfigError(f"{where}: needs at least one noun, verb and ing phrase")
+        entries[base.label] = base
+        skipped[base.label] = frozenset(_as_tuple(spec.get("skip"), f"{where}.skip"))
+        for label, override in (spec.get("labels") or {}).items():
+            lwhere = f"{where}.labels.{label}"
+            override = override or {}
+            if not isinstance(override, dict):
+                raise ConfigError(f"{lwhere}: expected a mapping of overrides")
+            _check_keys(override, LABEL_FIELDS, lwhere)
+            label_entries[str(label)] = LexiconEntry(
+                label=base.label,
+                noun=_as_tuple(override.get("noun"), f"{lwhere}.noun") or base.noun,
+                verb=_as_tuple(override.get("verb"), f"{lwhere}.verb") or base.verb,
+                ing=_as_tuple(override.get("ing"), f"{lwhere}.ing") or base.ing,
+                also=base.also + _as_tuple(override.get("also"), f"{lwhere}.also"),
+                plural=bool(override.get("plural", base.plural)),
+                background=base.background,
+                settings=base.settings,
+                catalog_label=str(label),
+            )
+    lexicon = Lexicon(entries=entries, label_entries=label_entries, skipped=skipped)
+    lexicon._index()
+    return lexicon
+
+
+def load_lexicon(path: str | Path | None = None) -> Lexicon:
+    """The lexicon shipped with the package (or one at ``path``), parsed once per file."""
+    path = Path(path) if path is not None else LEXICON_PATH
+    if not path.is_file():
+        raise ConfigError(f"{path}: lexicon file not found")
+    return _load_cached(path.resolve(), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path: Path, mtime_ns: int) -> Lexicon:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_lexicon(data, source=str(path))
+
+
+def catalog_labels(rows: Iterable[object]) -> set[str]:
+    """Event classes of catalog rows (``class`` or, where empty, ``label``); handy for coverage checks."""
+    return {getattr(r, "class_name", "") or getattr(r, "label", "") for r in rows}
