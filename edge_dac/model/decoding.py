@@ -88,20 +88,23 @@ def collapse_repeated_words(text: str, max_phrase: int = 4) -> str:
     return " ".join(words)
 
 
-def _unigram_f1(a: list[str], b: list[str]) -> float:
+def _ngram_f1(a: list[str], b: list[str]) -> float:
+    """F1 overlap of unigrams and bigrams: rewards the same words in the same order."""
     if not a or not b:
         return float(a == b)
-    overlap = sum((Counter(a) & Counter(b)).values())
-    return 2 * overlap / (len(a) + len(b))
+    grams_a = Counter(a) + Counter(zip(a, a[1:], strict=False))
+    grams_b = Counter(b) + Counter(zip(b, b[1:], strict=False))
+    overlap = sum((grams_a & grams_b).values())
+    return 2 * overlap / (sum(grams_a.values()) + sum(grams_b.values()))
 
 
 def minimum_bayes_risk_order(captions: list[str]) -> list[int]:
-    """Indices of captions sorted by mean agreement (unigram F1) with the other candidates."""
+    """Indices of captions sorted by mean agreement (uni+bigram F1) with the other candidates."""
     words = [caption.split() for caption in captions]
     if len(words) < 3:
         return list(range(len(words)))
     agreement = [
-        sum(_unigram_f1(w, other) for j, other in enumerate(words) if j != i) / (len(words) - 1)
+        sum(_ngram_f1(w, other) for j, other in enumerate(words) if j != i) / (len(words) - 1)
         for i, w in enumerate(words)
     ]
     return sorted(range(len(words)), key=lambda i: -agreement[i])

@@ -1,0 +1,117 @@
+"""``edge-dac caption``: output contract and bad input (one line each, the other files still captioned)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from edge_dac.model import save_captioner
+from tests.factories import tiny_captioner
+
+RATE = 16_000
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_captioner(tiny_captioner("dac", seconds=2.0), tmp_path_factory.mktemp("model") / "dac")
+
+
+def run_caption(model_dir, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "edge_dac", "caption", "--model", str(model_dir), "--steps", "2", *map(str, args)],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_json_lines_follow_the_contract_and_windows_cover_long_files(model_dir, tmp_path):
+    stereo_44k = tmp_path / "long.flac"
+    seconds = 5.0
+    t = np.arange(int(seconds * 44_100)) / 44_100
+    soundfile.write(stereo_44k, np.stack([np.sin(2 * np.pi * 440 * t)] * 2, axis=1) * 0.3, 44_100)
+    result = run_caption(model_dir, "--json", "--candidates", "3", "--hop", "1.5", stereo_44k)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(line["start"], line["end"]) for line in lines] == [(0.0, 2.0), (1.5, 3.5), (3.0, 5.0)]
+    for line in lines:
+        assert set(line) >= {"file", "start", "end", "caption", "candidates"}
+        assert line["file"] == str(stereo_44k)
+        assert len(line["candidates"]) == 3
+        assert line["caption"] == line["candidates"][0]["caption"]
+        assert all(isinstance(c["caption"], str) and isinstance(c["score"], float) for c in line["candidates"])
+
+
+def test_plain_output_has_times_and_caption(model_dir, tmp_path):
+    path = tmp_path / "short.wav"
+    soundfile.write(path, np.random.default_rng(0).normal(0, 0.1, RATE).astype(np.float32), RATE)
+    result = run_caption(model_dir, path)
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    assert line.startswith(f"{path}  [   0.00 -    1.00]")
+
+
+def make_bad_inputs(tmp_path):
+    empty = tmp_path / "empty.wav"
+    soundfile.write(empty, np.zeros(0, dtype=np.float32), RATE)
+    nan = tmp_path / "nan.wav"
+    samples = np.zeros(RATE, dtype=np.float32)
+    samples[100] = np.nan
+    soundfile.write(nan, samples, RATE, subtype="FLOAT")
+    text = tmp_path / "notes.wav"
+    text.write_text("these are not samples\n")
+    truncated = tmp_path / "truncated.wav"
+    soundfile.write(truncated, np.zeros(RATE, dtype=np.float32), RATE)
+    truncated.write_bytes(truncated.read_bytes()[:30])
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    return {
+        "missing": (tmp_path / "missing.wav", "file not found"),
+        "directory": (folder, "is a directory"),
+        "empty": (empty, "audio is empty"),
+        "nan": (nan, "NaN"),
+        "not audio": (text, "not a readable audio file"),
+        "truncated": (truncated, "not a readable audio file"),
+    }
+
+
+def test_bad_files_get_one_line_each_and_the_good_file_is_still_captioned(model_dir, tmp_path):
+    good = tmp_path / "good.wav"
+    soundfile.write(good, np.random.default_rng(1).normal(0, 0.1, RATE).astype(np.float32), RATE)
+    bad = make_bad_inputs(tmp_path)
+    files = [path for path, _ in bad.values()]
+    result = run_caption(model_dir, "--json", files[0], good, *files[1:])
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = result.stdout.splitlines()
+    assert json.loads(line)["file"] == str(good)
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == len(bad)
+    for (path, expected), error in zip(bad.values(), errors, strict=True):
+        assert str(path) in error and expected in error
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [(["--steps", "0"], "--steps must be positive"), (["--window", "30"], "longer than the model")],
+)
+def test_bad_arguments_are_one_line_errors(model_dir, tmp_path, args, expected):
+    path = tmp_path / "a.wav"
+    soundfile.write(path, np.zeros(RATE, dtype=np.float32), RATE)
+    result = run_caption(model_dir, *args, path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_no_default_model_is_a_clear_error_when_none_is_shipped(tmp_path, monkeypatch):
+    from edge_dac import caption
+
+    if (caption.DEFAULT_MODEL_DIR / "config.json").is_file():
+        pytest.skip("this build ships a default model")
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_dac", "caption", str(tmp_path / "x.wav")], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "no default model" in result.stderr
