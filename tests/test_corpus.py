@@ -161,6 +161,14 @@ def test_cli_build_and_bad_config(soundscape_cache, tmp_path, capsys):
     assert len(lines) == 5 and json.loads(lines[0])["seed"] == clip_seed(3, "train", 0)
     assert soundfile.info(out / json.loads(lines[0])["audio"]).format == "FLAC"
 
+    # The bundled demo's layout: one split, audio next to the manifest.
+    flat = tmp_path / "flat"
+    extra = ["--splits", "test", "--flat", "--clips", "2", "--out", str(flat), "--packages", packages]
+    assert main(argv[:-6] + extra + ["--workers", "1", "--cache", str(soundscape_cache)]) == 0
+    records = [json.loads(line) for line in (flat / "manifest.jsonl").read_text().splitlines()]
+    assert [r["audio"] for r in records] == ["scape-test-000000.flac", "scape-test-000001.flac"]
+    assert all((flat / r["audio"]).is_file() for r in records) and not (flat / "audio").exists()
+
     capsys.readouterr()
     config.write_text("scene: {secondz: 3}\n")
     assert main(argv) == 2

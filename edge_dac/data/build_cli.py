@@ -23,6 +23,8 @@ def register_build(data_subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--cache", metavar="DIR", help="fetch cache (default: $EDGE_DAC_CACHE or ~/.cache/edge-dac)")
     build.add_argument("--catalog", metavar="CSV", help="catalog.csv (default: ../shared/soundscape/catalog.csv)")
     build.add_argument("--packages", metavar="PKG[,PKG...]", help="only recordings of these packages")
+    build.add_argument("--splits", metavar="SPLIT[,SPLIT...]", help="only these splits (e.g. test)")
+    build.add_argument("--flat", action="store_true", help="write audio next to manifest.jsonl, not in audio/SPLIT/")
     build.add_argument("--workers", type=int, metavar="N", help="worker processes (default: up to 2 cores)")
     build.set_defaults(func=run_build)
 
@@ -41,6 +43,8 @@ def run_build(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"seed": args.seed})
     if args.packages:
         config = config.model_copy(update={"packages": [p.strip() for p in args.packages.split(",") if p.strip()]})
+    if args.splits:
+        config = config.only_splits([s.strip() for s in args.splits.split(",") if s.strip()])
     if args.clips is not None:
         if args.clips < 1:
             raise ConfigError(f"--clips {args.clips}: must be at least 1")
@@ -49,6 +53,6 @@ def run_build(args: argparse.Namespace) -> int:
     if workers < 1:
         raise ConfigError(f"--workers {workers}: must be at least 1")
     cache = Path(args.cache) if args.cache else default_cache_dir()
-    report = build_corpus(config, args.out, cache, workers=workers, catalog=args.catalog)
+    report = build_corpus(config, args.out, cache, workers=workers, catalog=args.catalog, flat=args.flat)
     print(report.summary())
     return 0

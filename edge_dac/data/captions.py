@@ -93,7 +93,7 @@ class _Writer:
         elif e.count >= 3:
             words += " " + self.pick(["repeatedly", "several times", "over and over"])
         if e.distant and "distant" not in noun:
-            words += " " + self.pick(["in the distance", "far away", "faintly"])
+            words += " " + self.pick(["in the distance", "far away"] + ([] if e.count > 1 else ["faintly"]))
         return words
 
     def clause(self, e: PlacedEvent) -> str:
@@ -168,7 +168,10 @@ def _setting_first(w: _Writer) -> str:
             return f"{lead} {w.chain('clause')}" if w.timeline else w.clause(bg)
         return f"{lead}, {w.chain('clause')}" if w.timeline else f"{lead}, {w.clause(bg)}"
     first = w.timeline[0]
-    lead = "after a moment of quiet, " if first.onset > 1.5 and not w.compact else w.pick(["first ", "at first "])
+    if first.onset > 1.5 and not w.compact:
+        lead = "after a moment of quiet, "
+    else:
+        lead = w.pick(["first ", "at first "] if len(w.timeline) > 1 else ["suddenly ", "all at once "])
     return lead + w.chain("clause")
 
 
@@ -223,7 +226,7 @@ def _pad(w: _Writer, text: str, min_words: int = MIN_WORDS) -> str:
     """Lengthen a short caption with something true about the scene."""
     for ending in _QUIET_ENDINGS:  # "a dog barks nearby, then silence", not "..., then silence nearby"
         if text.endswith(ending):
-            return _pad(w, text[: -len(ending)], min_words - len(ending.split())) + ending
+            return _pad(w, text[: -len(ending)], min_words - len(ending.replace(",", "").split())) + ending
     options = []
     if not w.background:
         options += [" in a quiet place", " against a quiet background", " in an otherwise quiet setting"]
