@@ -108,11 +108,12 @@ class InferenceWorker(threading.Thread):
         candidates: int,
         max_batch: int,
         on_result: Callable[[Captioned], None],
+        on_silent: Callable[[Window], None] | None = None,
     ):
         super().__init__(name="inference", daemon=True)
         self.engine, self.queue = engine, queue
         self.steps, self.candidates, self.max_batch = steps, candidates, max_batch
-        self.on_result = on_result
+        self.on_result, self.on_silent = on_result, on_silent
         self.busy_s = 0.0  # total engine time, for the real-time factor
         self.failures = 0
         self.error: BaseException | None = None  # set when the engine keeps failing; the daemon exits
@@ -125,21 +126,31 @@ class InferenceWorker(threading.Thread):
                 if self.queue.closed:
                     return
                 continue
+            # Silent windows travel through the queue too, so events see every window in order.
+            voiced = [w for w in batch if not w.silent]
             started = time.perf_counter()
             try:
-                results = self.engine.caption(np.stack([w.samples for w in batch]), self.steps, self.candidates)
+                results = self.engine.caption(np.stack([w.samples for w in voiced]), self.steps, self.candidates) if (
+                    voiced
+                ) else []
             except Exception as error:  # a bad batch must not kill capture; a broken engine must stop us
                 self.failures += 1
                 consecutive += 1
-                logger.exception(f"engine failed on a batch of {len(batch)} window(s): {error}")
+                logger.exception(f"engine failed on a batch of {len(voiced)} window(s): {error}")
                 if consecutive >= self.MAX_CONSECUTIVE_FAILURES:
                     self.error = error
                     return
                 continue
             consecutive = 0
-            elapsed = time.perf_counter() - started
+            elapsed = time.perf_counter() - started if voiced else 0.0
             self.busy_s += elapsed
             finished = time.time()
-            for window, candidates in zip(batch, results, strict=True):
+            captions = iter(zip(voiced, results, strict=True))
+            for window in batch:
+                if window.silent:
+                    if self.on_silent is not None:
+                        self.on_silent(window)
+                    continue
+                _, candidates = next(captions)
                 ranked = [(c.caption, float(c.score)) for c in candidates]
                 self.on_result(Captioned(window, ranked, elapsed, finished))

@@ -1,0 +1,358 @@
+"""``edge-dac run``: capture -> windows -> engine -> captions and events -> ZeroMQ.
+
+Threads, each owning one step: the source's own (PortAudio callback, mic supervisor), *capture*
+(source -> windows -> queue; never waits for the engine), *inference* (queue -> engine -> events ->
+publisher), *heartbeat* (status every second), and the main thread, which only handles signals and
+start-up/shutdown. ``SIGTERM``/``SIGINT`` stop capture, let the engine finish what is queued (up to
+``DRAIN_S``), end open events, publish ``offline`` and return 0. ``SIGHUP`` re-reads the config and
+rebuilds the chain (the engine is kept; the publisher too when its settings did not change).
+
+To plug in an engine: ``Daemon(config, engine).run()``, or ``run_daemon(config, engine)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from loguru import logger
+
+from edge_dac.daemon import messages
+from edge_dac.daemon.config import DaemonConfig, EngineConfig, load_daemon_config, parse_source
+from edge_dac.daemon.events import EventChange, EventTracker, make_agreement
+from edge_dac.daemon.listen import format_message
+from edge_dac.daemon.metrics import Metrics
+from edge_dac.daemon.notify import Notifier
+from edge_dac.daemon.publisher import Publisher
+from edge_dac.daemon.sources import AudioSource, open_source
+from edge_dac.daemon.status import Heartbeat
+from edge_dac.daemon.windows import SampleClock, Window, Windower
+from edge_dac.daemon.worker import Captioned, CaptionEngine, InferenceWorker, WindowQueue
+from edge_dac.errors import EdgeDacError
+
+DRAIN_S = 3.0  # SIGTERM: time the engine gets for queued windows (systemd allows 10 s, we promise 5)
+START_EXTEND_S = 30.0  # EXTEND_TIMEOUT_USEC while waiting for a microphone during start-up
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        engine: CaptionEngine,
+        *,
+        reload_config: Callable[[], DaemonConfig] | None = None,
+        labels_of: Callable[[str], set[str]] | None = None,
+        embed: Callable[[str], np.ndarray] | None = None,
+        print_captions: bool = False,
+        notifier: Notifier | None = None,
+    ):
+        self.config, self.engine, self.reload_config = config, engine, reload_config
+        self.labels_of, self.embed, self.print_captions = labels_of, embed, print_captions
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics()
+        self.metrics.engine.info({"backend": engine.backend, "model_id": engine.model_id})
+        self.publisher: Publisher | None = None
+        self._wake = threading.Event()
+        self._stop_requested = self._reload_requested = False
+        self._ready = False
+        self._started = time.monotonic()
+        self._lock = threading.Lock()  # counters shared by capture, inference and heartbeat
+        self.captioned = self.silent = self.dropped_before = self.overflows_before = 0
+        self.latency_ms: float | None = None
+        self.last_silent: bool | None = None
+        self._rtf_mark = (0.0, 0)  # (engine busy seconds, stream sample) at the last heartbeat
+        self.real_time_factor: float | None = None
+        self._overflows_counted = 0
+
+    # -- the chain: built per run, rebuilt on reload -----------------------------------------
+    def _build_chain(self) -> None:
+        config, rate = self.config, self.engine.sample_rate
+        self.source: AudioSource = open_source(config.source, rate)
+        self.windower = Windower(config.windows.length_s, config.windows.hop_s, rate, config.windows.silence_dbfs)
+        self.queue = WindowQueue(config.worker.queue_size)
+        self.clock: SampleClock | None = None
+        self.position = 0
+        self.tracker = EventTracker(
+            make_agreement(self.labels_of, self.embed, config.events.similarity),
+            labels_of=self.labels_of, end_after=config.events.end_after,
+        )
+        self.worker = InferenceWorker(
+            self.engine, self.queue, steps=config.engine.steps, candidates=config.engine.candidates,
+            max_batch=config.worker.max_batch, on_result=self._on_caption, on_silent=self._on_silent,
+        )
+        self._capture_stop = threading.Event()
+        self.capture = threading.Thread(target=self._capture, name="capture", daemon=True)
+        if hasattr(self.source, "on_retry"):  # a mic being reopened is alive, not stalled
+            self.source.on_retry = self.notifier.watchdog
+
+    def _capture(self) -> None:
+        source, realtime = self.source, self.source.realtime
+        while not self._capture_stop.is_set():
+            block = source.read(0.2)
+            if block is None:
+                if source.state == "finished":
+                    self._wake.set()
+                    return
+                continue
+            if self.clock is None:  # anchored once: from here on, time is sample index / rate
+                self.clock = SampleClock(source.sample_rate, source.anchor_time)
+                self.tracker.id_prefix = f"{self.publisher.device}-{int(source.anchor_time)}-"
+            self.position = block.end_sample
+            for window in self.windower.push(block):
+                if self.queue.put(window, wait=not realtime) is not None:
+                    self.metrics.windows.labels("dropped").inc()
+                self.metrics.queue_depth.set(len(self.queue))
+
+    # -- inference thread callbacks ------------------------------------------------------------
+    def _publish_events(self, changes: list[EventChange], latency_ms: float | None) -> None:
+        for change in changes:
+            event = change.event
+            self.publisher.publish("event", messages.event_body(
+                change.phase, event.event_id, messages.audio_span(self.clock, event.start_sample, event.end_sample),
+                caption=event.caption, labels=sorted(event.labels), windows=event.windows, latency_ms=latency_ms,
+                model_id=self.engine.model_id, backend=self.engine.backend,
+            ))
+
+    def _on_caption(self, result: Captioned) -> None:
+        window = result.window
+        changes = self.tracker.observe(window.start_sample, window.end_sample, result.candidates[0][0])
+        latency_s = time.time() - self.clock.time_of(window.end_sample)
+        message = self.publisher.publish("caption", messages.caption_body(
+            messages.audio_span(self.clock, window.start_sample, window.end_sample), result.candidates,
+            latency_ms=latency_s * 1000, processing_ms=result.processing_s * 1000, model_id=self.engine.model_id,
+            backend=self.engine.backend, steps=self.config.engine.steps, event_id=self.tracker.current.event_id,
+        ))
+        self._publish_events(changes, latency_s * 1000)
+        with self._lock:
+            self.captioned += 1
+            self.latency_ms, self.last_silent = latency_s * 1000, False
+        self.metrics.windows.labels("captioned").inc()
+        self.metrics.latency.observe(latency_s)
+        self.metrics.queue_depth.set(len(self.queue))
+        self.notifier.watchdog()  # a window went end to end
+        if self.print_captions:
+            print(format_message(message), flush=True)
+
+    def _on_silent(self, window: Window) -> None:
+        self._publish_events(self.tracker.observe_silence(), None)
+        with self._lock:
+            self.silent += 1
+            self.last_silent = True
+        self.metrics.windows.labels("silent").inc()
+        self.notifier.watchdog()  # capture and the chain work; there was just nothing to hear
+
+    # -- status ---------------------------------------------------------------------------------
+    def state(self) -> str:
+        if not self._ready:
+            return "starting"
+        return "running" if self.source.state in ("healthy", "finished") else "degraded"
+
+    def status_body(self, state: str | None = None) -> dict[str, Any]:
+        source = self.source
+        busy, position = self.worker.busy_s, self.position
+        advanced = (position - self._rtf_mark[1]) / source.sample_rate
+        if advanced > 0:
+            self.real_time_factor = (busy - self._rtf_mark[0]) / advanced
+            self._rtf_mark = (busy, position)
+        overflows = self.overflows_before + source.overflows
+        if overflows > self._overflows_counted:
+            self.metrics.overflows.inc(overflows - self._overflows_counted)
+            self._overflows_counted = overflows
+        self.metrics.source_healthy.set(1 if source.state == "healthy" else 0)
+        if self.real_time_factor is not None:
+            self.metrics.real_time_factor.set(self.real_time_factor)
+        with self._lock:
+            windows = {
+                "captioned": self.captioned, "dropped": self.dropped_before + self.queue.dropped,
+                "silent": self.silent, "queued": len(self.queue),
+            }
+            latency, silent = self.latency_ms, self.last_silent
+        return messages.status_body(
+            state=state or self.state(), uptime_s=time.monotonic() - self._started,
+            source={"kind": source.kind, "name": source.name, "state": source.state, "overflows": overflows,
+                    "reopens": source.reopens},
+            windows=windows, real_time_factor=self.real_time_factor,
+            audio=messages.audio_span(self.clock, 0, position) if self.clock else None,
+            latency_ms=latency, silent=silent, model_id=self.engine.model_id, backend=self.engine.backend,
+        )
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def _make_publisher(self) -> Publisher:
+        p = self.config.publisher
+        return Publisher(
+            p.endpoint, p.device_id, hwm=p.hwm, ipc_mode=int(p.ipc_mode, 8),
+            curve_secret_key=p.curve.secret_key if p.curve else None,
+            curve_authorized_keys=p.curve.authorized_keys if p.curve else None,
+        )
+
+    def _warm_up(self) -> None:
+        """One window through the engine before READY: the first call is the slow one (allocation, JIT)."""
+        self.notifier.status(f"warming up {self.engine.model_id} on {self.engine.backend}")
+        length = self.windower.length
+        started = time.perf_counter()
+        self.engine.caption(np.zeros((1, length), dtype=np.float32), self.config.engine.steps, 1)
+        seconds = time.perf_counter() - started
+        logger.info(f"engine {self.engine.model_id} on {self.engine.backend} warm ({seconds:.2f} s)")
+
+    def _handle_signal(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP:
+            self._reload_requested = True
+        else:
+            self._stop_requested = True
+        self._wake.set()
+
+    def _wait(self) -> str:
+        """Block until stop, reload, the end of a file source, or a broken engine; say which."""
+        extended = 0.0
+        while True:
+            self._wake.wait(0.2)
+            self._wake.clear()
+            if not self._ready and self.source.state == "healthy":
+                self._ready = True
+                text = f"captioning {self.source.kind} '{self.source.name}' -> {self.publisher.endpoint}"
+                self.notifier.ready(text)
+                logger.info(text)
+            elif not self._ready and time.monotonic() - extended > START_EXTEND_S / 3:
+                extended = time.monotonic()
+                self.notifier.extend_timeout(START_EXTEND_S)
+                self.notifier.status(f"waiting for {self.source.kind} '{self.source.name}' ({self.source.state})")
+            if self._stop_requested:
+                return "stop"
+            if self._reload_requested:
+                self._reload_requested = False
+                return "reload"
+            if not self.worker.is_alive() and self.worker.error is not None:
+                return "error"
+            if self.source.state == "finished" and not self.capture.is_alive():
+                return "finished"
+
+    def _stop_chain(self) -> None:
+        """Stop capture, let the engine finish queued windows (bounded), end the open event."""
+        self._capture_stop.set()
+        self.source.stop()
+        self.queue.close()  # also wakes a capture thread waiting for room
+        self.capture.join(timeout=1)
+        self.worker.join(timeout=DRAIN_S)
+        if self.worker.is_alive():
+            logger.warning(f"engine did not finish in {DRAIN_S} s; dropping {self.queue.clear()} queued window(s)")
+            self.worker.join(timeout=1)
+        if self.clock is not None:
+            self._publish_events(self.tracker.close(), None)
+        self.dropped_before += self.queue.dropped
+        self.overflows_before += self.source.overflows
+
+    def _reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = self.reload_config() if self.reload_config else self.config
+        except EdgeDacError as error:
+            logger.error(f"reload refused, keeping the running config: {error}")
+            new = self.config
+        engine_keys = ("model", "backend", "threads")
+        if any(getattr(new.engine, k) != getattr(self.config.engine, k) for k in engine_keys):
+            logger.warning("engine model/backend/threads changed: restart the daemon to apply")
+        publisher_changed = new.publisher != self.config.publisher
+        self.config = new
+        if publisher_changed:
+            self.publisher.close()
+            self.publisher = self._make_publisher()
+        logger.info("config reloaded")
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT (0), the end of a non-looping file (0) or a broken engine (1)."""
+        previous = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        self._build_chain()  # a bad source file fails here, before anything needs cleaning up
+        try:
+            self.publisher = self._make_publisher()  # a second instance is refused before any heavy work
+        except BaseException:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            raise
+        heartbeat = Heartbeat(self.config.publisher.heartbeat_s, self.status_body,
+                              lambda body: self.publisher.publish("status", body))
+        outcome = "stop"
+        try:
+            if self.config.metrics.enabled:
+                self.metrics.serve(self.config.metrics.address, self.config.metrics.port)
+            heartbeat.start()
+            self._warm_up()
+            while True:
+                self.source.start()
+                self.worker.start()
+                self.capture.start()
+                outcome = self._wait()
+                self.notifier.status(f"stopping ({outcome})")
+                self._stop_chain()
+                if outcome != "reload":
+                    break
+                heartbeat.stop()
+                self._reload()
+                self._build_chain()
+                self._ready = False
+                heartbeat = Heartbeat(self.config.publisher.heartbeat_s, self.status_body,
+                                      lambda body: self.publisher.publish("status", body))
+                heartbeat.start()
+        finally:
+            heartbeat.stop()
+            self.notifier.stopping()
+            if self.publisher is not None:
+                self.publisher.publish("status", self.status_body("offline"))
+                self.publisher.close()
+            self.metrics.close()
+            self.notifier.close()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if outcome == "error":
+            logger.error(f"engine failed {self.worker.failures} times in a row: {self.worker.error}")
+            return 1
+        return 0
+
+
+def run_daemon(config: DaemonConfig, engine: CaptionEngine, **options: Any) -> int:
+    """Run the daemon with a ready engine; see ``Daemon`` for the options."""
+    return Daemon(config, engine, **options).run()
+
+
+def build_engine(config: EngineConfig, sample_rate_hint: int = 16000) -> CaptionEngine:
+    """The engine for ``config`` (``edge_dac.engines``, written separately)."""
+    try:
+        from edge_dac.engines import load_engine
+    except ImportError:
+        raise EdgeDacError(
+            "no caption engine installed (edge_dac.engines.load_engine is missing); update edge-dac"
+        ) from None
+    return load_engine(model=config.model, backend=config.backend, threads=config.threads)
+
+
+def _apply_overrides(config: DaemonConfig, args: argparse.Namespace) -> DaemonConfig:
+    data = config.model_dump()
+    if args.source:
+        data["source"] = {**data["source"], "path": None, "device": None, **parse_source(args.source)}
+    if args.fast:
+        data["source"]["fast"] = True
+    if args.loop:
+        data["source"]["loop"] = True
+    if args.endpoint:
+        data["publisher"]["endpoint"] = args.endpoint
+    from edge_dac.config import validate_config
+
+    return validate_config(data, DaemonConfig, "command line")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    def load() -> DaemonConfig:
+        return _apply_overrides(load_daemon_config(Path(args.config) if args.config else None), args)
+
+    config = load()
+    engine = build_engine(config.engine)
+    labels_of = None
+    with contextlib.suppress(ImportError):  # the event lexicon decides which captions describe one event
+        from edge_dac.evaluation.lexicon import labels_of  # type: ignore[no-redef]
+    return run_daemon(config, engine, reload_config=load, labels_of=labels_of, print_captions=args.print_captions)
