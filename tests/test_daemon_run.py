@@ -10,11 +10,13 @@ weights, not made up by the test, so only the plumbing is asserted, not what the
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -49,12 +51,13 @@ sys.exit(run_daemon(load_daemon_config(path), TinyModelEngine(), reload_config=l
 """
 
 
-def write_config(path: Path, audio: Path, endpoint: str, device: str) -> None:
+def write_config(path: Path, audio: Path, endpoint: str, device: str, metrics_port: int = 9721) -> None:
     path.write_text(yaml.safe_dump({
         "source": {"kind": "file", "path": str(audio), "loop": True},
         "windows": {"length_s": 1.0, "hop_s": 0.5, "silence_dbfs": -50.0},
         "engine": {"steps": 2, "candidates": 2},
         "publisher": {"endpoint": endpoint, "device_id": device, "heartbeat_s": 0.5},
+        "metrics": {"enabled": True, "port": metrics_port},
     }))
 
 
@@ -75,7 +78,10 @@ def test_daemon_end_to_end_reload_and_sigterm_drain(tmp_path):
     audio = tmp_path / "scene.flac"
     soundfile.write(str(audio), np.concatenate([sound, np.zeros(24000, np.float32)]), 16000)
     endpoint, config = f"ipc://{tmp_path}/captions.sock", tmp_path / "daemon.yaml"
-    write_config(config, audio, endpoint, "first")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    write_config(config, audio, endpoint, "first", port)
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(0.1)
@@ -105,11 +111,15 @@ def test_daemon_end_to_end_reload_and_sigterm_drain(tmp_path):
         assert (first["audio"]["end_sample"] - first["audio"]["start_sample"]) == 16000
         assert first["audio"]["start_sample"] % 8000 == 0 and len(first["candidates"]) == 2
         assert first["latency_ms"] < 5000
+        scrape = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        captioned = re.search(r'^edge_dac_windows_total\{outcome="captioned"\} (\S+)$', scrape, re.M)
+        assert captioned and float(captioned.group(1)) >= 1, scrape
+        assert "edge_dac_window_latency_seconds_bucket" in scrape and 'backend="torch-cpu"' in scrape
         events = [m for m in got if m["type"] == "event"]
         assert events and events[0]["phase"] == "start" and events[0]["event_id"] == first["event_id"]
 
         # SIGHUP: the new device id shows up without a restart.
-        write_config(config, audio, endpoint, "second")
+        write_config(config, audio, endpoint, "second", port)
         subscriber.close()
         child.send_signal(signal.SIGHUP)
         subscriber = Subscriber(endpoint)
