@@ -174,3 +174,29 @@ def test_cli_build_and_bad_config(soundscape_cache, tmp_path, capsys):
     assert main(argv) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "unknown key 'scene.secondz'" in error[0]
+
+
+DEMO = Path(__file__).resolve().parents[1] / "edge_dac" / "assets" / "demo"
+
+
+def test_bundled_demo_is_small_consistent_and_regenerates(soundscape_cache, tmp_path):
+    records = [json.loads(line) for line in (DEMO / "manifest.jsonl").read_text().splitlines()]
+    assert 4 <= len(records) <= 6 and {r["split"] for r in records} == {"test"}
+    assert sum(p.stat().st_size for p in DEMO.iterdir()) < 1_500_000
+    lexicon = load_lexicon()
+    for record in records:
+        info = soundfile.info(DEMO / record["audio"])
+        assert (info.format, info.samplerate, info.channels, info.frames) == ("FLAC", 16000, 1, 160_000)
+        assert all(lexicon.labels_in_caption(c) == {e["class"] for e in record["events"]} for c in record["captions"])
+    # The command in docs/data-card.md rebuilds it: same manifest, same samples.
+    packages = ",".join(sorted(SMALL_PACKAGES))
+    argv = ["data", "build", "--splits", "test", "--clips", str(len(records)), "--seed", "3", "--packages", packages,
+            "--flat", "--workers", "1", "--out", str(tmp_path), "--cache", str(soundscape_cache)]
+    assert main(argv) == 0
+    assert (tmp_path / "manifest.jsonl").read_text() == (DEMO / "manifest.jsonl").read_text(), (
+        "the demo is stale: rebuild it with the command in docs/data-card.md"
+    )
+    for record in records:
+        fresh, _ = soundfile.read(tmp_path / record["audio"], dtype="int16")
+        shipped, _ = soundfile.read(DEMO / record["audio"], dtype="int16")
+        assert np.array_equal(fresh, shipped)

@@ -141,3 +141,13 @@ def test_malformed_lexicon_is_one_config_error(tmp_path):
         parse_lexicon(data)
     with pytest.raises(ConfigError, match="needs at least one noun"):
         parse_lexicon({"dog barking": {"noun": ["a dog"]}})
+
+
+def test_nouns_and_verbs_agree_in_number(lexicon):
+    for entry in [*lexicon.entries.values(), *lexicon.label_entries.values()]:
+        name = entry.catalog_label or entry.label
+        for noun in entry.noun:
+            assert not (entry.plural and noun.startswith(("a ", "an "))), f"{name}: plural entry, singular '{noun}'"
+        for verb in entry.verb:
+            singular = verb.split()[0].endswith("s")  # "barks", "is hit"; plural verbs are "bark", "are dealt"
+            assert singular != entry.plural, f"{name}: '{verb}' does not agree with {entry.noun}"

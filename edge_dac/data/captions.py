@@ -128,12 +128,14 @@ class _Writer:
         events = self.timeline
         render = self.clause if style == "clause" else self.gerund
         text = render(events[0])
+        joiner = ""
         for a, b in itertools.pairwise(events):
             if self.overlaps(a, b):
-                joiner = self.pick([" while ", " as "] if style == "clause" else [" with ", " and ", " along with "])
+                options = [" while ", " as "] if style == "clause" else [" with ", " and ", " along with "]
             else:
-                joiner = self.pick([", then ", " and then ", " before ", ", followed by "]
-                                   if style == "clause" else [" followed by ", " and then ", " then "])
+                options = ([", then ", " and then ", " before ", ", followed by "]
+                           if style == "clause" else [" followed by ", " and then ", " then "])
+            joiner = self.pick([o for o in options if o != joiner])  # "x while y as z", not "x while y while z"
             if joiner == ", followed by ":
                 text += joiner + self.gerund(b)
             else:

@@ -94,6 +94,7 @@ class Scene:
     captions: list[str]
     seed: int
     split: str
+    placed: list[PlacedEvent] = field(default_factory=list, repr=False)  # the events with their wording
 
 
 @dataclass
@@ -261,6 +262,7 @@ class SceneMixer:
             captions=captions,
             seed=seed,
             split=self.split,
+            placed=placed,
         )
 
     def _draw(self, rng: np.random.Generator, rows: Sequence[CatalogRow]) -> tuple[CatalogRow, Source] | None:
