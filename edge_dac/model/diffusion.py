@@ -101,29 +101,50 @@ class DiffusionDecoder(nn.Module):
         level = signal_level(t, self.dims.schedule)[:, None, None]
         return level.sqrt() * x0 + (1.0 - level).sqrt() * noise
 
+    def ddim_step(self, noisy: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
+        """Move x_t to x_{t_next} (deterministic DDIM) given an estimate of x0; t may be per row."""
+        level = signal_level(t, self.dims.schedule).view(-1, 1, 1)
+        next_level = signal_level(t_next, self.dims.schedule).view(-1, 1, 1)
+        eps = (noisy - level.sqrt() * x0) / (1.0 - level).sqrt()
+        return next_level.sqrt() * x0 + (1.0 - next_level).sqrt() * eps
+
     def loss(
         self,
         tokens: torch.Tensor,
         audio_features: torch.Tensor,
         token_weights: torch.Tensor,
         self_cond_prob: float = 0.5,
+        unroll_prob: float = 0.5,
         mse_weight: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> DiffusionLosses:
-        """Denoising loss on a batch of fixed-length token sequences (padded with [EOS])."""
+        """Denoising loss on a batch of fixed-length token sequences (padded with [EOS]).
+
+        Rows with self-conditioning first run the denoiser without gradient, as the sampler's
+        previous step would. Of those, ``unroll_prob`` also take the sampler's next step: the input
+        is re-noised from the model's own estimate to a lower noise level, so the model learns to
+        correct its own mistakes instead of copying them (without it, few-step samples kept the
+        errors of the first step; docs/dac-recipe.md).
+        """
         batch = tokens.shape[0]
         device = tokens.device
         audio = self.prepare_audio(audio_features)
         x0 = self.embed(tokens)
-        t = torch.rand(batch, device=device, generator=generator)
+        # Noise levels skewed towards pure noise (density 2t): there the caption must come from the
+        # audio alone, which is what the first sampling steps ask of the model.
+        t = torch.rand(batch, device=device, generator=generator).sqrt()
         noisy = self.noise(x0, t, torch.randn(x0.shape, device=device, generator=generator))
         self_cond = torch.zeros_like(x0)
-        use_self_cond = torch.rand(batch, device=device, generator=generator) < self_cond_prob
         if self_cond_prob > 0:
-            # The estimate the sampler would have from a previous step, without gradient (Chen et al.).
+            use_self_cond = torch.rand(batch, device=device, generator=generator) < self_cond_prob
+            unroll = use_self_cond & (torch.rand(batch, device=device, generator=generator) < unroll_prob)
             with torch.no_grad():
                 first = self.expected_embedding(self(noisy, t, self_cond, audio))
+                t_next = t * torch.rand(batch, device=device, generator=generator)
+                stepped = self.ddim_step(noisy, first, t, t_next)
             self_cond = torch.where(use_self_cond[:, None, None], first, self_cond)
+            noisy = torch.where(unroll[:, None, None], stepped, noisy)
+            t = torch.where(unroll, t_next, t)
         logits = self(noisy, t, self_cond, audio)
         token_loss = F.cross_entropy(logits.transpose(1, 2).float(), tokens, reduction="none")
         cross_entropy = (token_loss * token_weights).sum() / token_weights.sum()
@@ -157,11 +178,7 @@ class DiffusionDecoder(nn.Module):
             x0 = self.expected_embedding(logits)
             self_cond = x0
             if i + 1 < steps:
-                level, next_level = signal_level(times[i], self.dims.schedule), signal_level(
-                    times[i + 1], self.dims.schedule
-                )
-                eps = (x - level.sqrt() * x0) / (1.0 - level).sqrt()
-                x = next_level.sqrt() * x0 + (1.0 - next_level).sqrt() * eps
+                x = self.ddim_step(x, x0, times[i].expand(rows), times[i + 1].expand(rows))
         assert logits is not None, "steps must be >= 1"
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         token_log_probs, tokens = log_probs.max(dim=-1)
