@@ -50,7 +50,9 @@ def encode_caption(tokenizer: PreTrainedTokenizerFast, caption: str) -> list[int
 
 def decode_tokens(tokenizer: PreTrainedTokenizerFast, ids: Iterable[int]) -> str:
     """Text of token ids, special tokens dropped, punctuation re-attached."""
-    return tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=True).strip()
+    text = tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=True).strip()
+    # A word piece with nothing to attach to (a sampler's stray first token) is shown as a word.
+    return text.removeprefix("##")
 
 
 def normalize_caption(tokenizer: PreTrainedTokenizerFast, caption: str) -> str:
