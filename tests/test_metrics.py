@@ -132,6 +132,13 @@ def test_meteor_scores_and_always_stops_its_java_process():
     assert not Path(f"/proc/{pid}").exists()
 
 
+def test_meteor_reports_a_dead_java_process_in_one_line():
+    with pytest.raises(EdgeDacError, match="stopped answering"), Meteor() as meteor:
+        meteor._process.kill()  # what the kernel's OOM killer would do
+        meteor.score(["a dog barks"], [["a dog barks"]])
+    assert meteor._process.returncode is not None
+
+
 # --- SBERT ------------------------------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ class SentenceEmbedder:
         self,
         model_dir: str | Path | None = None,
         device: str = "cpu",
-        batch_size: int = 64,
+        batch_size: int = 128,
         max_length: int = 256,  # all-MiniLM-L6-v2's sentence_bert_config.json
     ):
         self.model_dir = Path(model_dir) if model_dir is not None else None

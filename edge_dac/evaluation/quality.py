@@ -15,6 +15,7 @@ parts replaced:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -92,35 +93,41 @@ class Meteor:
         self.close()
 
     def close(self) -> None:
-        """Stop the Java process (end of input first, a kill if it lingers) and reap it."""
+        """Stop the Java process and reap it: end of input first, a kill if it lingers. Idempotent."""
         process = self._process
-        if process.poll() is None:
-            try:
-                process.stdin.close()
-                process.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                process.kill()
-                process.wait()
+        with contextlib.suppress(OSError):  # OSError: it had died already
+            process.stdin.close()  # METEOR exits by itself at the end of its input
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         process.stdout.close()
         self._stderr.close()
+
+    def __del__(self) -> None:
+        # Safety net for a caller that forgot close(); the context manager is the way to use it.
+        if getattr(self, "_process", None) is not None and self._process.returncode is None:
+            self.close()
 
     @property
     def pid(self) -> int:
         return self._process.pid
 
     def _send(self, line: str) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError):  # _receive reports it, with Java's own last words
             self._process.stdin.write(line.encode() + b"\n")
             self._process.stdin.flush()
-        except BrokenPipeError:
-            pass  # _receive reports it, with Java's own last words
 
     def _receive(self) -> str:
         answer = self._process.stdout.readline()
         if not answer:
             self._stderr.seek(0)
             last_words = self._stderr.read().decode(errors="replace").strip().splitlines()[-3:]
-            raise RuntimeError(f"METEOR's Java process stopped answering: {' / '.join(last_words)}")
+            raise EdgeDacError(
+                f"METEOR's Java process stopped answering ({' / '.join(last_words) or 'no message'}): "
+                "check that Java runs and has memory, or turn METEOR off"
+            )
         return answer.decode().strip()
 
     def score(
