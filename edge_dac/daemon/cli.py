@@ -10,6 +10,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--config", help="daemon YAML (default: built-in defaults; see configs/daemon.yaml)")
     run.add_argument("--source", help="demo | file:PATH | mic | mic:NAME (overrides the config)")
     run.add_argument("--endpoint", help="ipc://PATH or tcp://HOST:PORT to publish on (overrides the config)")
+    run.add_argument("--model", help="checkpoint directory (overrides engine.model; default: the shipped model)")
     run.add_argument("--fast", action="store_true", help="file/demo: read as fast as the engine keeps up")
     run.add_argument("--loop", action="store_true", help="file: start again at the end")
     run.add_argument("--print", dest="print_captions", action="store_true", help="also print captions to stdout")

@@ -13,7 +13,6 @@ To plug in an engine: ``Daemon(config, engine).run()``, or ``run_daemon(config, 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import threading
 import time
@@ -341,6 +340,8 @@ def _apply_overrides(config: DaemonConfig, args: argparse.Namespace) -> DaemonCo
         data["source"]["loop"] = True
     if args.endpoint:
         data["publisher"]["endpoint"] = args.endpoint
+    if getattr(args, "model", None):
+        data["engine"]["model"] = args.model
     from edge_dac.config import validate_config
 
     return validate_config(data, DaemonConfig, "command line")
@@ -352,7 +353,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     config = load()
     engine = build_engine(config.engine)
-    labels_of = None
-    with contextlib.suppress(ImportError):  # the event lexicon decides which captions describe one event
-        from edge_dac.evaluation.lexicon import labels_of  # type: ignore[no-redef]
+    from edge_dac.data.lexicon import load_lexicon
+
+    # The caption lexicon decides which consecutive captions describe one event.
+    labels_of = load_lexicon().labels_in_caption
     return run_daemon(config, engine, reload_config=load, labels_of=labels_of, print_captions=args.print_captions)
