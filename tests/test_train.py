@@ -1,0 +1,232 @@
+"""``edge-dac train`` on real mixed scenes of the small package set, with tiny models (seconds each).
+
+Covered: both decoder kinds learn (validation loss falls), exact resume, DDP with two CPU processes
+(gloo) equals one process with the same global batch, the tagger stage and encoder_init, finetuning
+with the [UNK] refusal and vocabulary growth, one-line errors for a bad config key and an unreadable
+manifest.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from edge_dac.cli import main
+from edge_dac.errors import EdgeDacError
+from edge_dac.model import load_captioner
+from edge_dac.training.config import load_train_config
+from edge_dac.training.tagger import load_encoder_weights
+from edge_dac.training.train import STATE_FILE, train
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "edge_dac" / "assets" / "demo"
+PACKAGES = ["lincity-ng-data", "scorched3d-data", "openttd-opensfx"]  # a few hundred rows: quick to decode
+
+
+def tiny_config(kind: str = "dac", **sections) -> dict:
+    config = {
+        "kind": kind,
+        "seed": 0,
+        "threads": 1,
+        "model": {
+            "max_audio_seconds": 2.0,
+            "encoder_width": 32,
+            "encoder_layers": 1,
+            "encoder_heads": 2,
+            "encoder_stride": 8,
+            "decoder_width": 32,
+            "decoder_layers": 1,
+            "decoder_heads": 2,
+            "max_caption_tokens": 16,
+            "embedding_dim": 16,
+            "dropout": 0.1,
+        },
+        "tokenizer": {"vocab_size": 300, "scenes": 60},
+        "data": {"packages": PACKAGES, "scene": {"seconds": 2.0, "cache_mb": 64}},
+        "optim": {"steps": 20, "batch_size": 8, "learning_rate": 0.003, "warmup_steps": 2},
+        "validation": {"every": 10, "scenes": 8, "train_probe_scenes": 4, "decoding_steps": 2},
+        "checkpoint": {"every": 10},
+        "log": {"every": 1, "tensorboard": False},
+    }
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values} if isinstance(values, dict) else values
+    return config
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def curve(run: Path) -> list[dict]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in records]
+
+
+@pytest.fixture(scope="module")
+def dac_run(soundscape_cache, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dac-run")
+    config = load_train_config(write_config(out.parent / "dac.yaml", tiny_config("dac")))
+    train(config, out, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["dac", "ar"])
+def test_tiny_run_learns_and_writes_checkpoints(kind, dac_run, tmp_path):
+    if kind == "dac":
+        out = dac_run
+    else:
+        out = tmp_path / "run"
+        config_path = write_config(tmp_path / "ar.yaml", tiny_config("ar", log={"tensorboard": True}))
+        assert main(["train", "--config", str(config_path), "--out", str(out), "--no-progress"]) == 0
+        assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    validations = [r for r in curve(out) if "val/loss" in r]
+    assert [r["step"] for r in validations] == [0, 10, 20]
+    assert validations[-1]["val/loss"] < validations[0]["val/loss"] - 0.3
+    assert 0.0 <= validations[-1]["val/event_f1"] <= 1.0
+    assert [p.name for p in sorted((out / "checkpoints").glob("step-*"))] == ["step-0000010", "step-0000020"]
+    model = load_captioner(out / "best")
+    assert model.dims.kind == kind and model.dims.encoder_width == 32
+    assert (out / "checkpoints" / "step-0000020" / STATE_FILE).is_file()
+
+
+def test_resume_repeats_the_uninterrupted_run_exactly(soundscape_cache, dac_run, tmp_path):
+    config = load_train_config(
+        write_config(
+            tmp_path / "c.yaml", tiny_config(optim={"steps": 6}, validation={"every": 3}, checkpoint={"every": 100})
+        )
+    )
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    for out in (whole, parts):  # the same tokenizer (its trainer is not deterministic across runs)
+        out.mkdir()
+        shutil.copy(dac_run / "tokenizer.json", out / "tokenizer.json")
+    train(config, whole, progress=False)
+    train(config, parts, stop_after=4, progress=False)
+    assert (parts / "checkpoints" / "step-0000004").is_dir()
+    with pytest.raises(EdgeDacError, match="--resume"):
+        train(config, parts, progress=False)
+    train(config, parts, resume=True, progress=False)
+    assert curve(parts) == curve(whole)
+    a = torch.load(whole / "checkpoints" / "step-0000006" / STATE_FILE, weights_only=False)
+    b = torch.load(parts / "checkpoints" / "step-0000006" / STATE_FILE, weights_only=False)
+    for name in ("model", "ema"):
+        assert all(torch.equal(a[name][k], b[name][k]) for k in a[name]), name
+
+
+def test_two_ddp_processes_match_one_process(soundscape_cache, dac_run, tmp_path):
+    config = tiny_config(optim={"steps": 3, "batch_size": 8, "micro_batch_size": 4}, validation={"every": 100})
+    path = write_config(tmp_path / "ddp.yaml", config)
+    single, pair = tmp_path / "single", tmp_path / "pair"
+    for out in (single, pair):
+        out.mkdir()
+        shutil.copy(dac_run / "tokenizer.json", out / "tokenizer.json")
+    train(load_train_config(path), single, progress=False)  # one process: 2 accumulated micro-batches of 4
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "edge_dac",
+        "train",
+        "--config",
+        str(path),
+        "--out",
+        str(pair),
+        "--no-progress",
+        "--resume",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "x2;" in result.stderr  # really two processes, each with one micro-batch of 4
+    one = torch.load(single / "checkpoints" / "step-0000003" / STATE_FILE, weights_only=False)["model"]
+    two = torch.load(pair / "checkpoints" / "step-0000003" / STATE_FILE, weights_only=False)["model"]
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
+    losses = [[r["total"] for r in curve(out) if "total" in r] for out in (single, pair)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_tagger_stage_pretrains_the_encoder_for_captioning(soundscape_cache, tmp_path):
+    tagger_config = tiny_config(stage="tagger", optim={"steps": 6}, validation={"every": 3}, checkpoint={"every": 3})
+    tagger_out = tmp_path / "tagger"
+    train(load_train_config(write_config(tmp_path / "t.yaml", tagger_config)), tagger_out, progress=False)
+    records = [r for r in curve(tagger_out) if "val/loss" in r]
+    assert records[-1]["val/loss"] < records[0]["val/loss"]
+    tagger_state = json.loads((tagger_out / "best" / "config.json").read_text())
+    assert tagger_state["format"] == "edge-dac-tagger" and len(tagger_state["classes"]) > 10
+
+    caption_config = tiny_config(model={"encoder_init": str(tagger_out / "best")}, optim={"steps": 1})
+    caption_out = tmp_path / "caption"
+    train(load_train_config(write_config(tmp_path / "c.yaml", caption_config)), caption_out, progress=False)
+    # The starting encoder is the tagger's: reload both and compare one tensor before training moved it.
+    from safetensors.torch import load_file
+
+    start = load_captioner(caption_out / "checkpoints" / "step-0000001")
+    tagger_weights = load_file(str(tagger_out / "best" / "model.safetensors"))
+    assert load_encoder_weights(start.encoder, tagger_out / "best") == len(start.encoder.state_dict())
+    assert torch.equal(start.encoder.state_dict()["stem.0.weight"], tagger_weights["encoder.stem.0.weight"])
+
+
+def _manifest(path: Path, captions: list[str]) -> Path:
+    clips = sorted(DEMO.glob("*.flac"))
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["audio", "caption"])
+        for clip, caption in zip(clips, captions, strict=False):
+            writer.writerow([str(clip), caption])
+    return path
+
+
+def test_finetune_refuses_unknown_words_then_grows_the_vocabulary(soundscape_cache, dac_run, tmp_path):
+    config_path = write_config(
+        tmp_path / "ft.yaml", tiny_config(optim={"steps": 2}, validation={"every": 100, "scenes": 2})
+    )
+    manifest = _manifest(tmp_path / "mine.csv", ["a dog barks über the road", "a bell rings twice", "rain falls"])
+    before = len(load_captioner(dac_run / "best").tokenizer)
+    args = [
+        "train",
+        "--config",
+        str(config_path),
+        "--init",
+        str(dac_run / "best"),
+        "--data",
+        str(manifest),
+        "--no-progress",
+    ]
+    assert main([*args, "--out", str(tmp_path / "refused")]) == 2
+    with pytest.raises(EdgeDacError, match=r"unknown to the model's tokenizer.*'über'.*--grow-vocab"):
+        config = load_train_config(config_path)
+        config.data = config.data.model_copy(update={"manifest": str(manifest)})
+        train(config, tmp_path / "refused2", init=dac_run / "best", progress=False)
+    assert main([*args, "--out", str(tmp_path / "grown"), "--grow-vocab"]) == 0
+    grown = load_captioner(tmp_path / "grown" / "checkpoints" / "step-0000002")
+    assert len(grown.tokenizer) == before + 1 and "über" in grown.tokenizer.get_vocab()
+
+
+def test_bad_config_key_is_one_line(tmp_path, capsys):
+    path = write_config(tmp_path / "bad.yaml", tiny_config(optim={"stepz": 3}))
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "bad.yaml" in error[0] and "optim.stepz" in error[0] and "Traceback" not in error[0]
+
+
+def test_unreadable_manifest_is_one_line(tmp_path, capsys):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really a wave file")
+    manifest = tmp_path / "mine.csv"
+    manifest.write_text(f"audio,caption\n{broken},a dog barks\n")
+    assert main(["train", "--data", str(manifest), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "unreadable" in error[0] and "broken.wav" in error[0]
