@@ -222,6 +222,13 @@ def test_bad_config_key_is_one_line(tmp_path, capsys):
     assert len(error) == 1 and "bad.yaml" in error[0] and "optim.stepz" in error[0] and "Traceback" not in error[0]
 
 
+def test_scenes_longer_than_the_model_window_are_refused(tmp_path, capsys):
+    path = write_config(tmp_path / "long.yaml", tiny_config(data={"scene": {"seconds": 4.0}}))
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "long.yaml" in error and "max_audio_seconds" in error
+
+
 def test_unreadable_manifest_is_one_line(tmp_path, capsys):
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF not really a wave file")

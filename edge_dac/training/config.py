@@ -145,7 +145,13 @@ class TrainConfig(StrictModel):
     log: LogSection = Field(default_factory=LogSection)
 
     @model_validator(mode="after")
-    def _batches(self) -> TrainConfig:
+    def _consistent(self) -> TrainConfig:
+        if self.data.manifest is None and self.data.scene.seconds > self.model.max_audio_seconds:
+            # The model would hear only the start of each scene while its captions describe all of it.
+            raise ValueError(
+                f"data.scene.seconds ({self.data.scene.seconds:g}) must not exceed model.max_audio_seconds "
+                f"({self.model.max_audio_seconds:g})"
+            )
         micro = self.optim.micro_batch_size
         if micro is not None and self.optim.batch_size % micro:
             raise ValueError(f"optim.batch_size {self.optim.batch_size} must be a multiple of micro_batch_size {micro}")
