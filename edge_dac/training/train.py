@@ -230,13 +230,15 @@ def load_data(config: TrainConfig, dims_for_cache, out: Path, procs: Processes, 
     rows = train_mixer.rows
     if config.data.preload:
         train_mixer.preload(progress=progress and procs.is_main)
+    # Unaugmented scenes of the same rows (tokenizer text, train probe), sharing the decoded sources.
+    plain = make_mixer(config, "train", rows=rows)
+    plain.bank = train_mixer.bank
     source = MixedScenes(train_mixer, config.seed, samples, config.augment, config.data.scene_pool)
     classes = sorted(
         {*train_mixer.pools.foreground, *train_mixer.pools.background, *(c for _, c in train_mixer.pools.speech)}
     )
     # The tokenizer's text: captions of scenes drawn the way training draws them (unaugmented).
     # Every rank mixes them (a few seconds) so that each can check a finetuning vocabulary itself.
-    plain = make_mixer(config, "train", rows=rows)
     count = config.tokenizer.scenes
     if config.data.scene_pool is None:
         seeds = [derive_seed(config.seed, 9, i) for i in range(count)]
