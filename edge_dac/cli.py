@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "edge_dac.caption_cli",
     "edge_dac.data.cli",
     "edge_dac.daemon.cli",
+    "edge_dac.engines.cli",
     "edge_dac.training.cli",
 )
 

@@ -118,10 +118,11 @@ class Captioner(nn.Module):
         else:
             tokens, log_probs = self.decoder.greedy(features)
         return [
-            self._rank(tokens[i].tolist(), log_probs[i].tolist(), options) for i in range(tokens.shape[0])
+            self.rank(tokens[i].tolist(), log_probs[i].tolist(), options) for i in range(tokens.shape[0])
         ]
 
-    def _rank(self, rows: list[list[int]], log_probs: list[list[float]], options: DecodingOptions) -> list[Candidate]:
+    def rank(self, rows: list[list[int]], log_probs: list[list[float]], options: DecodingOptions) -> list[Candidate]:
+        """One clip's candidate token rows -> captions, best first (shared by every engine backend)."""
         candidates = []
         for ids, row_log_probs in zip(rows, log_probs, strict=True):
             kept = cut_and_collapse(ids, self.eos_id, self.pad_id)

@@ -18,7 +18,9 @@ cross-attention to the audio features) denoises them. Choices, each measured (do
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -168,18 +170,44 @@ class DiffusionDecoder(nn.Module):
         audio = self.prepare_audio(audio_features).repeat_interleave(candidates, dim=0)
         rows, length, emb = audio.shape[0], self.dims.max_caption_tokens, self.dims.embedding_dim
         x = torch.randn((rows, length, emb), generator=generator, device=audio.device, dtype=audio.dtype)
-        x = x * noise_scale
+        tokens, log_probs = self.denoise(x * noise_scale, audio, steps)
+        return tokens.view(-1, candidates, length), log_probs.view(-1, candidates, length)
+
+    def step(
+        self, noisy: torch.Tensor, t: torch.Tensor, self_cond: torch.Tensor, audio: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One sampler step in eager PyTorch: logits and the x0 estimate (their expected embedding)."""
+        logits = self(noisy, t, self_cond, audio)
+        return logits, self.expected_embedding(logits)
+
+    @torch.no_grad()
+    def denoise(
+        self,
+        noise: torch.Tensor,
+        context: Any,
+        steps: int,
+        step_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]]
+        | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The DDIM loop from starting noise (rows, length, emb): token ids and log-probabilities, (rows, length).
+
+        ``step_fn(x_t, t, self_cond, context) -> (logits, x0)`` is one denoiser evaluation; it defaults
+        to :meth:`step` with ``context`` the projected audio. Compiled engines pass their own graph
+        (and whatever context it reads), so every backend runs this same loop on the same noise.
+        """
+        step_fn = step_fn or self.step
+        rows = noise.shape[0]
+        x = noise
         self_cond = torch.zeros_like(x)
-        times = torch.linspace(1.0, 0.0, steps + 1, device=audio.device)
+        times = torch.linspace(1.0, 0.0, steps + 1, device=x.device)
         logits = None
         for i in range(steps):
             t = times[i].expand(rows)
-            logits = self(x, t, self_cond, audio)
-            x0 = self.expected_embedding(logits)
+            logits, x0 = step_fn(x, t, self_cond, context)
             self_cond = x0
             if i + 1 < steps:
                 x = self.ddim_step(x, x0, times[i].expand(rows), times[i + 1].expand(rows))
         assert logits is not None, "steps must be >= 1"
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         token_log_probs, tokens = log_probs.max(dim=-1)
-        return tokens.view(-1, candidates, length), token_log_probs.view(-1, candidates, length)
+        return tokens, token_log_probs

@@ -1,0 +1,151 @@
+"""ONNX Runtime on the CPU: the two graphs exported to ONNX once, run by one session each.
+
+fp32 writes the same captions as eager. int8 quantises the step graph's weights (dynamic
+quantisation: int8 weights, activations quantised on the fly); the audio graph stays fp32 because
+its front end (a DFT as a matrix) loses the quiet bands at 8 bits, and it runs once per window
+while the step runs steps x candidates times. An int8 build measures how many captions change
+against fp32 on the bundled demo clips and writes the share into the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from loguru import logger
+
+from edge_dac.engines.backend import Backend
+from edge_dac.engines.graphs import AUDIO_INPUTS, AUDIO_OUTPUTS, STEP_INPUTS, STEP_OUTPUTS, export_programs
+from edge_dac.model.captioner import Captioner
+
+AUDIO_FILE = "audio.onnx"
+STEP_FILE = "step.onnx"
+STEP_FP32_FILE = "step.fp32.onnx"  # int8 builds keep the fp32 step for the quality check
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    precisions = ("fp32", "int8")
+    devices = ("cpu",)
+
+    def missing(self, device: str) -> str | None:
+        if reason := super().missing(device):
+            return reason
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError as error:
+            return f"{error.name} is not installed (pip install 'edge-dac[onnx]')"
+        return None
+
+    def versions(self, device: str) -> dict[str, Any]:
+        import onnx
+        import onnxruntime
+
+        return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+    def build(self, captioner: Captioner, folder: Path, precision: str, max_batch: int | None, device: str) -> dict:
+        programs = export_programs(captioner.cpu().eval())
+        step_file = STEP_FP32_FILE if precision == "int8" else STEP_FILE
+        _to_onnx(programs["audio"], folder / AUDIO_FILE, AUDIO_INPUTS, AUDIO_OUTPUTS)
+        _to_onnx(programs["step"], folder / step_file, STEP_INPUTS, STEP_OUTPUTS)
+        if precision != "int8":
+            return {}
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with _quiet("root"):  # its advice to run shape inference first is for models without shapes
+            quantize_dynamic(
+                folder / STEP_FP32_FILE, folder / STEP_FILE, op_types_to_quantize=["MatMul", "Gemm"],
+                weight_type=QuantType.QInt8,
+            )
+        quality = int8_quality(captioner, folder)
+        logger.info(
+            f"int8 check: {quality['differing_captions']} of {quality['clips']} demo captions differ from fp32 "
+            f"({quality['differing_share']:.0%}), word agreement {quality['word_agreement']:.1%}"
+        )
+        return {"quality": quality}
+
+    def load(self, captioner: Captioner, folder: Path, precision: str, device: str, threads: int | None):
+        return OnnxRuntimeRunner(folder / AUDIO_FILE, folder / STEP_FILE, threads)
+
+
+def _to_onnx(program: torch.export.ExportedProgram, path: Path, inputs, outputs) -> None:
+    # The exporter prints its stages and warns about optional packages (torchvision): not for users.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet("torch.onnx"):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            program, f=str(path), input_names=list(inputs), output_names=list(outputs), dynamo=True,
+            external_data=False, verbose=False,
+        )
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+class OnnxRuntimeRunner:
+    def __init__(self, audio_path: Path, step_path: Path, threads: int | None):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's choice (the physical cores)
+        options.inter_op_num_threads = 1  # the graphs are one chain of ops; parallel branches buy nothing
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = ["CPUExecutionProvider"]
+        self.audio = onnxruntime.InferenceSession(str(audio_path), options, providers=providers)
+        self.step_session = onnxruntime.InferenceSession(str(step_path), options, providers=providers)
+
+    def context(self, windows: torch.Tensor, candidates: int) -> tuple[np.ndarray, np.ndarray]:
+        keys, values = self.audio.run(list(AUDIO_OUTPUTS), {"audio": windows.numpy()})
+        return np.repeat(keys, candidates, axis=0), np.repeat(values, candidates, axis=0)
+
+    def step(self, noisy, t, self_cond, context):
+        keys, values = context
+        feeds = {
+            "noisy": noisy.numpy(), "t": np.ascontiguousarray(t.numpy()), "self_cond": self_cond.numpy(),
+            "keys": keys, "values": values,
+        }
+        logits, x0 = self.step_session.run(list(STEP_OUTPUTS), feeds)
+        return torch.from_numpy(logits), torch.from_numpy(x0)
+
+
+def int8_quality(captioner: Captioner, folder: Path, steps: int = 6, candidates: int = 5) -> dict[str, Any]:
+    """Captions of the bundled demo clips with the int8 step vs the fp32 step (same noise)."""
+    from edge_dac.engines.base import CaptionEngine
+    from edge_dac.engines.clips import demo_windows
+
+    windows = demo_windows(captioner.dims.sample_rate, captioner.dims.max_audio_samples)
+    captions = {}
+    tokens = {}
+    for name, step_file in (("fp32", STEP_FP32_FILE), ("int8", STEP_FILE)):
+        runner = OnnxRuntimeRunner(folder / AUDIO_FILE, folder / step_file, threads=None)
+        engine = CaptionEngine(captioner, "quality-check", runner=runner)
+        results = engine.caption(windows, steps=steps, candidates=candidates)
+        captions[name] = [result[0].caption for result in results]
+        tokens[name] = [caption.split() for caption in captions[name]]
+    differing = sum(a != b for a, b in zip(captions["fp32"], captions["int8"], strict=True))
+    pairs = list(zip(tokens["fp32"], tokens["int8"], strict=True))
+    same_words = sum(sum(x == y for x, y in zip(a, b, strict=False)) for a, b in pairs)
+    words = sum(max(len(a), len(b)) for a, b in pairs) or 1
+    return {
+        "reference": "onnxruntime fp32",
+        "clips": len(windows),
+        "steps": steps,
+        "candidates": candidates,
+        "differing_captions": differing,
+        "differing_share": round(differing / len(windows), 4),
+        "word_agreement": round(same_words / words, 4),
+    }

@@ -1,0 +1,195 @@
+"""Engines: every CPU backend writes eager's captions; built engines are keyed, verified and rebuilt.
+
+Real parts throughout: a small random-weight DAC model saved as a checkpoint, the bundled demo
+scenes as audio, engines really exported and run. TensorRT cannot exist here (no GPU, no libnvinfer):
+its test checks that it is skipped with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from loguru import logger
+
+from edge_dac.engines import load_engine
+from edge_dac.engines.clips import demo_windows
+from edge_dac.engines.select import unavailable
+from edge_dac.engines.store import MANIFEST, default_engines_dir, file_sha256
+from edge_dac.errors import EdgeDacError
+from edge_dac.model import DecodingOptions, save_captioner
+from tests.factories import tiny_captioner
+
+STEPS, CANDIDATES = 4, 3
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_captioner(tiny_captioner("dac", seconds=2.0), tmp_path_factory.mktemp("model") / "tiny-dac")
+
+
+@pytest.fixture(scope="module")
+def windows(model_dir):
+    engine = load_engine(model_dir, "eager")
+    all_windows = demo_windows(engine.sample_rate, engine.window_samples)
+    return all_windows[:: len(all_windows) // 12][:12]  # 12 windows spread over the five demo scenes
+
+
+@pytest.fixture(scope="module")
+def eager_captions(model_dir, windows):
+    return load_engine(model_dir, "eager").caption(windows, STEPS, CANDIDATES)
+
+
+@pytest.fixture(scope="module")
+def engines_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("engines")
+
+
+@pytest.fixture(scope="module")
+def onnx_folder(model_dir, engines_dir):
+    return load_engine(model_dir, "onnxruntime", engines_dir=engines_dir).folder
+
+
+@pytest.fixture
+def logs():
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), level="INFO")
+    yield lines
+    logger.remove(sink)
+
+
+def texts(results):
+    return [[candidate.caption for candidate in candidates] for candidates in results]
+
+
+def test_eager_engine_is_exactly_captioner_generate(model_dir, windows, eager_captions):
+    engine = load_engine(model_dir, "eager")
+    expected = engine.captioner.generate(windows, DecodingOptions(steps=STEPS, candidates=CANDIDATES, seed=0))
+    assert eager_captions == expected  # captions and scores, bit for bit
+
+
+def test_onnxruntime_fp32_writes_eager_captions(model_dir, engines_dir, onnx_folder, windows, eager_captions):
+    engine = load_engine(model_dir, "onnxruntime", engines_dir=engines_dir)
+    assert engine.folder == onnx_folder  # built once by the fixture, reused here
+    assert texts(engine.caption(windows, STEPS, CANDIDATES)) == texts(eager_captions)
+    assert texts(engine.caption(windows[:1], STEPS, 1)) == texts(load_engine(model_dir, "eager").caption(
+        windows[:1], STEPS, 1))
+
+
+def test_onnxruntime_int8_reports_its_quality(model_dir, engines_dir, windows, eager_captions):
+    engine = load_engine(model_dir, "onnxruntime", engines_dir=engines_dir, precision="int8")
+    quality = json.loads((engine.folder / MANIFEST).read_text())["quality"]
+    assert quality["clips"] == 45 and 0 <= quality["differing_share"] <= 1  # 5 scenes x 9 windows of 2 s, hop 1 s
+    differing = sum(a[0] != b[0] for a, b in zip(texts(engine.caption(windows, STEPS, CANDIDATES)),
+                                                 texts(eager_captions), strict=True))
+    print(f"int8: {differing} of {len(windows)} captions differ from eager; demo check {quality}")
+
+
+@pytest.mark.slow  # Inductor compiles C++ for four graph shapes: 1-3 min on 2 cores
+def test_torch_compile_writes_eager_captions(model_dir, engines_dir, windows, eager_captions):
+    engine = load_engine(model_dir, "torch-compile", engines_dir=engines_dir)
+    assert engine.backend == "torch-compile"
+    assert texts(engine.caption(windows, STEPS, CANDIDATES)) == texts(eager_captions)
+
+
+def test_changed_weights_build_a_new_engine_and_a_mismatched_manifest_is_rebuilt(
+    model_dir, engines_dir, onnx_folder, tmp_path, logs
+):
+    captioner = tiny_captioner("dac", seconds=2.0)
+    captioner.decoder.lm_head.bias.data += 0.01
+    other_model = save_captioner(captioner, tmp_path / "tiny-dac")  # same folder name, other weights
+    other = load_engine(other_model, "onnxruntime", engines_dir=engines_dir)
+    assert other.folder != onnx_folder and (other.folder / "audio.onnx").is_file()
+    # A folder whose manifest was written for other inputs (here: another onnxruntime version) is not used.
+    manifest = json.loads((other.folder / MANIFEST).read_text())
+    manifest["key_fields"]["versions"]["onnxruntime"] = "0.0.1"
+    (other.folder / MANIFEST).write_text(json.dumps(manifest))
+    again = load_engine(other_model, "onnxruntime", engines_dir=engines_dir)
+    assert again.folder == other.folder
+    assert any("cache key mismatch" in line and "rebuilding" in line for line in logs)
+    assert json.loads((again.folder / MANIFEST).read_text())["key_fields"]["versions"]["onnxruntime"] != "0.0.1"
+
+
+def test_corrupt_engine_file_is_rebuilt_with_a_warning(model_dir, onnx_folder, tmp_path, windows, eager_captions, logs):
+    engines = tmp_path / "engines"
+    folder = engines / onnx_folder.name
+    shutil.copytree(onnx_folder, folder)
+    step = folder / "step.onnx"
+    step.write_bytes(step.read_bytes()[: step.stat().st_size // 2])  # an interrupted copy
+    engine = load_engine(model_dir, "onnxruntime", engines_dir=engines)
+    assert engine.folder == folder
+    assert any("step.onnx is corrupt" in line and "rebuilding" in line for line in logs)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert file_sha256(step) == manifest["files"]["step.onnx"]["sha256"]
+    assert texts(engine.caption(windows[:4], STEPS, CANDIDATES)) == texts(eager_captions[:4])
+
+
+def test_auto_falls_back_when_an_engine_does_not_load(model_dir, onnx_folder, tmp_path, logs):
+    engines = tmp_path / "engines"
+    folder = engines / onnx_folder.name
+    shutil.copytree(onnx_folder, folder)
+    # Not corrupt in transit (the checksum matches) but unreadable for ONNX Runtime: not rebuilt, skipped.
+    (folder / "audio.onnx").write_bytes(b"this is no onnx model")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["files"]["audio.onnx"] = {"bytes": 21, "sha256": file_sha256(folder / "audio.onnx")}
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    engine = load_engine(model_dir, "auto", engines_dir=engines, order=("onnxruntime", "eager"))
+    assert engine.backend == "eager"
+    assert any("skipped onnxruntime (cpu): failed to load" in line for line in logs)
+    assert any("engine auto: eager" in line for line in logs)
+    with pytest.raises(EdgeDacError, match="does not load"):  # asked for by name, the failure is not hidden
+        load_engine(model_dir, "onnxruntime", engines_dir=engines)
+
+
+def test_tensorrt_absent_is_skipped_with_a_reason(model_dir, engines_dir, logs):
+    captioner = load_engine(model_dir, "eager").captioner
+    reason = unavailable("tensorrt", "cuda", captioner)
+    assert reason and "\n" not in reason
+    with pytest.raises(EdgeDacError, match="backend tensorrt cannot run here"):
+        load_engine(model_dir, "tensorrt", engines_dir=engines_dir)
+    engine = load_engine(model_dir, "auto", engines_dir=engines_dir, order=("tensorrt", "onnxruntime"))
+    assert engine.backend == "onnxruntime"
+    assert any(f"skipped tensorrt (cuda): {reason}" in line for line in logs)
+
+
+def test_autoregressive_models_run_on_eager_only(tmp_path):
+    model = save_captioner(tiny_captioner("ar", seconds=2.0), tmp_path / "tiny-ar")
+    with pytest.raises(EdgeDacError, match="DAC"):
+        load_engine(model, "onnxruntime", engines_dir=tmp_path / "engines")
+    engine = load_engine(model, "auto", engines_dir=tmp_path / "engines", order=("onnxruntime", "eager"))
+    assert engine.backend == "eager"
+    assert len(engine.caption(np.zeros((1, engine.window_samples), np.float32), 1, 2)[0]) == 2
+
+
+def test_engines_folder_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("EDGE_DAC_ENGINES", raising=False)
+    monkeypatch.setenv("CACHE_DIRECTORY", f"{tmp_path}/cache:/other")
+    assert default_engines_dir() == tmp_path / "cache" / "engines"
+    monkeypatch.setenv("EDGE_DAC_ENGINES", str(tmp_path / "mine"))
+    assert default_engines_dir() == tmp_path / "mine"
+
+
+def test_export_bad_arguments_give_one_line_errors(model_dir, tmp_path):
+    cases = {
+        ("--backend", "eager"): "eager has nothing to export",
+        ("--backend", "onnxruntime", "--precision", "fp16"): "onnxruntime offers fp32 or int8",
+        ("--backend", "onnxruntime", "--max-batch", "8"): "--max-batch applies to tensorrt",
+        ("--backend", "tensorrt", "--max-batch", "lots"): "--max-batch must be a whole number",
+        ("--backend", "tensorrt"): "cannot export for tensorrt",
+    }
+    runs = {
+        case: subprocess.Popen(
+            [sys.executable, "-m", "edge_dac", "export", "--model", str(model_dir), "--engines", str(tmp_path), *case],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for case in cases
+    }
+    for case, process in runs.items():
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 2, (case, err)
+        assert len(err.strip().splitlines()) == 1 and cases[case] in err, (case, err)
+        assert "Traceback" not in err and out == ""
