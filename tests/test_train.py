@@ -122,6 +122,7 @@ def test_resume_repeats_the_uninterrupted_run_exactly(soundscape_cache, dac_run,
         assert all(torch.equal(a[name][k], b[name][k]) for k in a[name]), name
 
 
+@pytest.mark.slow  # two torchrun processes importing torch: ~20 s alone, ~45 s on a busy 2-core machine
 def test_two_ddp_processes_match_one_process(soundscape_cache, dac_run, tmp_path):
     config = tiny_config(optim={"steps": 3, "batch_size": 8, "micro_batch_size": 4}, validation={"every": 100})
     path = write_config(tmp_path / "ddp.yaml", config)
