@@ -40,6 +40,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             import onnx  # noqa: F401
             import onnxruntime  # noqa: F401
+            import onnxscript  # noqa: F401 - torch.onnx's exporter needs it
         except ImportError as error:
             return f"{error.name} is not installed (pip install 'edge-dac[onnx]')"
         return None
