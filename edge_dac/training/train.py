@@ -450,11 +450,11 @@ def train(
     if config.threads:
         torch.set_num_threads(config.threads)
     resume_from = checkpoints(out)[-1] if resume and checkpoints(out) else None
+    if checkpoints(out) and not resume:  # every rank refuses, so none waits for the others forever
+        raise EdgeDacError(
+            f"{out} already holds checkpoints of a run; pass --resume to continue it, or pick another --out"
+        )
     if procs.is_main:
-        if checkpoints(out) and not resume:
-            raise EdgeDacError(
-                f"{out} already holds checkpoints of a run; pass --resume to continue it, or pick another --out"
-            )
         if resume and resume_from is None:
             logger.info(f"--resume: no checkpoint in {out} yet, starting from the beginning")
         out.mkdir(parents=True, exist_ok=True)
