@@ -7,6 +7,7 @@ back with their exact captions); ``edge-dac train`` builds on the same step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,14 @@ def make_optimizer(captioner: Captioner, learning_rate: float, weight_decay: flo
     return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.98))
 
 
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, floor: float = 0.1) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to ``floor`` at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def training_step(
     captioner: Captioner,
     optimizer: torch.optim.Optimizer,
@@ -64,14 +73,18 @@ def fit_clips(
     options: FitOptions | None = None,
     progress: bool = True,
 ) -> list[dict[str, float]]:
-    """Train on (clips, samples) waveforms and one caption each; returns the loss history."""
+    """Train on (clips, samples) waveforms and one caption each; returns the loss history.
+
+    Warm-up then cosine decay: the final low learning rate settles the weights, which matters
+    when the result must reproduce captions exactly.
+    """
     options = options or FitOptions()
     torch.manual_seed(options.seed)
     generator = torch.Generator().manual_seed(options.seed)
     audio = captioner.fit_length(audio.float())
     optimizer = make_optimizer(captioner, options.learning_rate, options.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / max(1, options.warmup_steps))
+        optimizer, lambda step: warmup_cosine(step, options.warmup_steps, options.steps)
     )
     history = []
     bar = tqdm(range(options.steps), desc=f"fit {captioner.dims.kind}", disable=not progress, leave=False)
