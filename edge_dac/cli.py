@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "edge_dac.data.cli",
     "edge_dac.daemon.cli",
     "edge_dac.engines.cli",
+    "edge_dac.evaluation.cli",
     "edge_dac.training.cli",
 )
 

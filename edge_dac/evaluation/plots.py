@@ -1,0 +1,70 @@
+"""PNG plots of ``edge-dac eval``: quality and speed against denoising steps, and speed per batch size.
+
+Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas directly: no pyplot global
+state, no display needed, safe to call from any thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+QUALITY_CURVES = (("event_f1", "event-F1"), ("sbert_max", "SBERT"), ("cider_d", "CIDEr-D"), ("bleu_4", "BLEU-4"))
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def plot_steps(rows: Sequence[dict], path: str | Path) -> Path:
+    """Left: quality metrics against denoising steps; right: batch-1 audios per second (1 thread)."""
+    path = Path(path)
+    steps = [row["steps"] for row in rows]
+    figure = _figure(10, 4)
+    quality, speed = figure.subplots(1, 2)
+    for key, label in QUALITY_CURVES:
+        values = [row.get(key) for row in rows]
+        if all(value is None for value in values):
+            continue  # e.g. no SBERT (--no-sbert) or no event lists in the manifest
+        quality.plot(steps, [float("nan") if v is None else v for v in values], marker="o", label=label)
+    quality.set_title("quality")
+    quality.set_ylabel("score (best candidate)")
+    quality.legend(loc="best")
+    speed.plot(steps, [row["aps_pipeline_b1"] for row in rows], marker="o", color="tab:red")
+    speed.set_title("speed (whole pipeline, batch 1, 1 thread)")
+    speed.set_ylabel("audios per second")
+    for axes in (quality, speed):
+        axes.set_xscale("log", base=2)
+        axes.set_xticks(steps, [str(s) for s in steps])
+        axes.set_xlabel("denoising steps")
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
+
+
+def plot_speed(results: Sequence[dict], path: str | Path) -> Path:
+    """Audios per second of each stage at each batch size (bars), 1 thread."""
+    path = Path(path)
+    stages = sorted({r["stage"] for r in results}, key=lambda s: (s != "pipeline", s))
+    batches = sorted({r["batch_size"] for r in results})
+    figure = _figure(6, 4)
+    axes = figure.subplots()
+    width = 0.8 / max(len(stages), 1)
+    for i, stage in enumerate(stages):
+        by_batch = {r["batch_size"]: r["aps"] for r in results if r["stage"] == stage}
+        x = [b + (i - (len(stages) - 1) / 2) * width for b in range(len(batches))]
+        bars = axes.bar(x, [by_batch.get(b, 0.0) for b in batches], width, label=stage)
+        axes.bar_label(bars, fmt="%.1f", fontsize=8)
+    axes.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+    axes.set_ylabel("audios per second")
+    axes.set_title("speed, 1 thread")
+    axes.legend(loc="best")
+    figure.tight_layout()
+    figure.savefig(path)
+    return path

@@ -1,0 +1,159 @@
+"""Captioning speed on one CPU thread: audios per second (APS) and tokens per second (TPS).
+
+Two stages are timed, each at several batch sizes:
+
+- ``pipeline``: waveform in, ranked captions out (log-mel features + encoder + decoding + ranking),
+  what the daemon pays per window;
+- ``decode``: the decoder alone on precomputed encoder output (DAC: the denoising steps; AR: greedy
+  or beam search), where DAC and AR differ.
+
+TPS counts the tokens the decoder wrote, over every row it decoded (K samples for DAC, B beams for
+AR), each up to its first [EOS], before adjacent repeats are collapsed.
+
+One thread, because an edge box runs the captioner beside other work and because multi-threaded
+timings on a shared machine mostly measure the neighbours. Each configuration is warmed up, then
+repeated until it has run for ``seconds`` (and at least ``min_iterations`` times); the median
+iteration time gives the rate, so a stall caused by another process does not skew it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from edge_dac.model.captioner import Captioner
+from edge_dac.model.decoding import Candidate, DecodingOptions
+from edge_dac.model.diffusion import DiffusionDecoder
+
+CaptionFn = Callable[[np.ndarray], list[list[Candidate]]]
+
+
+@dataclass(frozen=True)
+class SpeedResult:
+    stage: str  # "pipeline" or "decode"
+    batch_size: int
+    seconds_per_batch: float  # median over the timed iterations
+    iterations: int
+    tokens_per_batch: int
+
+    @property
+    def aps(self) -> float:
+        return self.batch_size / self.seconds_per_batch
+
+    @property
+    def tps(self) -> float:
+        return self.tokens_per_batch / self.seconds_per_batch
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return {
+            "stage": self.stage,
+            "batch_size": self.batch_size,
+            "aps": round(self.aps, 3),
+            "tps": round(self.tps, 2),
+            "ms_per_batch": round(self.seconds_per_batch * 1000, 3),
+            "iterations": self.iterations,
+            "tokens_per_batch": self.tokens_per_batch,
+        }
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` intra-op threads, then restore the previous setting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def decode_features(
+    captioner: Captioner, features: torch.Tensor, options: DecodingOptions
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder's raw (batch, rows, length) token ids and log-probabilities, as ``generate`` runs it."""
+    decoder = captioner.decoder
+    if isinstance(decoder, DiffusionDecoder):
+        generator = None
+        if options.seed is not None:
+            generator = torch.Generator(device=features.device).manual_seed(options.seed)
+        return decoder.sample(features, options.steps, options.candidates, generator, options.noise_scale)
+    if options.beam_size > 1 or options.candidates > 1:
+        return decoder.beam_search(features, max(options.beam_size, options.candidates))
+    return decoder.greedy(features)
+
+
+def generated_tokens(tokens: torch.Tensor, eos_id: int, pad_id: int) -> int:
+    """Tokens before the first [EOS]/[PAD] of each row, summed over all rows (repeats included)."""
+    rows = tokens.reshape(-1, tokens.shape[-1])
+    ended = (rows == eos_id) | (rows == pad_id)
+    # cumsum > 0 marks the end token and everything after it.
+    return int((ended.cumsum(dim=-1) == 0).sum())
+
+
+def batch_of(windows: np.ndarray, batch_size: int) -> np.ndarray:
+    """The first ``batch_size`` windows, cycling through them when there are fewer."""
+    index = np.arange(batch_size) % len(windows)
+    return np.ascontiguousarray(windows[index])
+
+
+def time_call(
+    fn: Callable[[], object], seconds: float, min_iterations: int = 2, warm_up: bool = True
+) -> tuple[float, int]:
+    """Median seconds per call of ``fn`` (after a warm-up call), and how many calls were timed."""
+    if warm_up:
+        fn()  # allocator, lazy initialisation, caches
+    durations: list[float] = []
+    started = time.perf_counter()
+    while len(durations) < min_iterations or time.perf_counter() - started < seconds:
+        start = time.perf_counter()
+        fn()
+        durations.append(time.perf_counter() - start)
+    return statistics.median(durations), len(durations)
+
+
+def measure_speed(
+    captioner: Captioner,
+    windows: np.ndarray,
+    options: DecodingOptions,
+    batch_sizes: Sequence[int] = (1, 32),
+    stages: Sequence[str] = ("pipeline", "decode"),
+    seconds: float = 2.0,
+    threads: int = 1,
+    caption_fn: CaptionFn | None = None,
+    warm_up: bool = False,
+) -> list[SpeedResult]:
+    """APS and TPS of each stage at each batch size on ``windows`` (n, samples) of real audio.
+
+    ``caption_fn`` is the whole pipeline (default: ``captioner.generate`` with ``options``); pass an
+    engine's ``caption`` to time a compiled backend, with ``warm_up`` so that its first call (which
+    may compile) is not timed. The eager parts need no warm-up call of their own: counting the
+    generated tokens runs the encoder and decoder on the same shapes first. ``decode`` always
+    times the eager decoder.
+    """
+    unknown = set(stages) - {"pipeline", "decode"}
+    if unknown:
+        raise ValueError(f"unknown speed stage(s) {sorted(unknown)}: use 'pipeline' and/or 'decode'")
+    if caption_fn is None:
+        caption_fn = lambda batch: captioner.generate(batch, options)  # noqa: E731
+    results = []
+    with torch_threads(threads), torch.inference_mode():
+        for batch_size in batch_sizes:
+            audio = batch_of(windows, batch_size)
+            features = captioner.encode_audio(captioner.fit_length(torch.as_tensor(audio, device=captioner.device)))
+            tokens, _ = decode_features(captioner, features, options)
+            count = generated_tokens(tokens, captioner.eos_id, captioner.pad_id)
+            for stage in stages:
+                if stage == "pipeline":
+                    fn = lambda audio=audio: caption_fn(audio)  # noqa: E731
+                else:
+                    fn = lambda features=features: decode_features(captioner, features, options)  # noqa: E731
+                # Counting the tokens above already ran the eager encoder and decoder on these shapes.
+                median, iterations = time_call(fn, seconds, warm_up=warm_up and stage == "pipeline")
+                results.append(SpeedResult(stage, batch_size, median, iterations, count))
+    return results
