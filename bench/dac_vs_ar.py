@@ -40,6 +40,7 @@ from edge_dac.evaluation.evaluate import (  # noqa: E402
     decoding_options,
     environment,
     load_windows,
+    one_thread_engine,
     score_clips,
     select_items,
 )
@@ -170,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dac", metavar="DIR", help="DAC checkpoint (default: a random tiny model)")
     parser.add_argument("--ar", metavar="DIR", help="AR checkpoint (default: a random tiny model)")
     parser.add_argument("--data", metavar="MANIFEST", default=str(DEMO_MANIFEST), help="dataset (default: demo)")
+    parser.add_argument(
+        "--dac-backend", default="eager", metavar="NAME",
+        help="engine backend of the DAC systems (default eager, like AR: a decoder-only comparison)",
+    )
     parser.add_argument("--split", metavar="NAME", help="only clips of this split")
     parser.add_argument("--limit", type=int, metavar="N", help="only the first N clips")
     parser.add_argument("--batch-size", type=int, default=32, help="clips per batch when captioning (default 32)")
@@ -199,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
             dac_dir, ar_dir = random_models(captions, Path(scratch))
         else:
             dac_dir, ar_dir = Path(args.dac), Path(args.ar)
-        dac, ar = load_engine(dac_dir, backend="eager"), load_engine(ar_dir, backend="eager")
+        dac = one_thread_engine(load_engine(dac_dir, backend=args.dac_backend), dac_dir)
+        ar = load_engine(ar_dir, backend="eager")
     for engine, kind, flag in ((dac, "dac", "--dac"), (ar, "ar", "--ar")):
         if engine.captioner.dims.kind != kind:
             raise EdgeDacError(f"{flag} {engine.model_id} is a {engine.captioner.dims.kind} model, not {kind}")
@@ -240,8 +246,10 @@ def run(args: argparse.Namespace) -> int:
     header = [
         f"# DAC vs AR on {len(items)} clips of {manifest.path}" + (f" (split {args.split})" if args.split else ""),
         "",
-        f"- DAC: {dac.model_id}, {sum(p.numel() for p in dac.captioner.parameters()) / 1e6:.2f} M parameters",
-        f"- AR: {ar.model_id}, {sum(p.numel() for p in ar.captioner.parameters()) / 1e6:.2f} M parameters",
+        f"- DAC: {dac.model_id}, {sum(p.numel() for p in dac.captioner.parameters()) / 1e6:.2f} M parameters, "
+        f"{dac.backend} backend",
+        f"- AR: {ar.model_id}, {sum(p.numel() for p in ar.captioner.parameters()) / 1e6:.2f} M parameters, "
+        "eager backend",
         f"- Machine: {env['processor']}, {env['cpu_count']} CPUs, torch {env['torch']}; speed on 1 thread; "
         f"{env['date']}; bench ran {time.perf_counter() - started:.0f} s",
     ]

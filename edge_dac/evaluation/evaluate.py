@@ -85,6 +85,23 @@ def decoding_options(kind: str, steps: int, candidates: int, beam: int = 1, seed
     return DecodingOptions(steps=steps, candidates=candidates, beam_size=beam_size, seed=seed)
 
 
+def one_thread_engine(engine: CaptionEngine, model_dir: Path) -> CaptionEngine:
+    """The engine to time on one thread: eager obeys ``torch.set_num_threads``, a compiled backend
+    (ONNX Runtime sessions) fixes its threads when it loads, so it is loaded again with one."""
+    if engine.backend == "eager":
+        return engine
+    previous = torch.get_num_threads()
+    try:
+        return load_engine(model_dir, backend=engine.backend, threads=1)
+    finally:
+        torch.set_num_threads(previous)  # load_engine(threads=...) sets torch's global count
+
+
+def decode_runner(engine: CaptionEngine) -> object | None:
+    """The engine's step runner for timing DAC decoding alone; None for AR (eager decoder)."""
+    return getattr(engine, "runner", None) if engine.captioner.dims.kind == "dac" else None
+
+
 def caption_function(engine: CaptionEngine, options: DecodingOptions) -> CaptionFn:
     """(batch, samples) windows -> ranked candidates per window, on the engine's backend.
 
@@ -271,11 +288,14 @@ def step_sweep(
     speed_seconds: float = 1.0,
     lexicon: Lexicon | None = None,
     progress: bool = False,
+    speed_engine: CaptionEngine | None = None,
 ) -> list[dict]:
     """Event-F1, SBERT, CIDEr-D, BLEU-4 and batch-1 speed (1 thread) at each number of denoising steps.
 
     METEOR is left out here: its Java round trips would cost more than the captioning.
+    ``speed_engine`` is timed (default ``engine``; see ``one_thread_engine``).
     """
+    speed_engine = speed_engine or engine
     lexicon = lexicon or load_lexicon()
     rows = []
     for count in tqdm(steps, desc="steps sweep", unit="setting", disable=not progress):
@@ -286,8 +306,9 @@ def step_sweep(
         predictions = caption_windows(caption_fn, windows, batch_size)
         metrics = score_clips(predictions, items, lexicon, sbert=sbert, meteor=False, embedder=embedder)
         speed = measure_speed(
-            engine.captioner, windows, options, batch_sizes=(1,), stages=("pipeline",),
-            seconds=speed_seconds, caption_fn=caption_fn, warm_up=engine.backend != "eager",
+            speed_engine.captioner, windows, options, batch_sizes=(1,), stages=("pipeline",),
+            seconds=speed_seconds, caption_fn=caption_function(speed_engine, options),
+            warm_up=speed_engine.backend != "eager",
         )[0]
         rows.append(
             {
@@ -437,13 +458,16 @@ def evaluate(
 
     # 3. Time the model on one thread.
     speed: list[SpeedResult] = []
+    timed = engine
+    if options.speed or sweep:
+        timed = one_thread_engine(engine, model_dir)
     if options.speed:
-        log(f"timing on 1 thread at batch {', '.join(map(str, options.speed_batch_sizes))}")
+        log(f"timing on 1 thread at batch {', '.join(map(str, options.speed_batch_sizes))} ({timed.backend})")
         with clock.stage("speed"):
             speed = measure_speed(
-                captioner, captioned.windows, decoding, batch_sizes=options.speed_batch_sizes,
-                seconds=options.speed_seconds, caption_fn=caption_function(engine, decoding),
-                warm_up=engine.backend != "eager",
+                timed.captioner, captioned.windows, decoding, batch_sizes=options.speed_batch_sizes,
+                seconds=options.speed_seconds, caption_fn=caption_function(timed, decoding),
+                warm_up=timed.backend != "eager", runner=decode_runner(timed),
             )
         metrics.update(speed_metrics(speed))
 
@@ -457,6 +481,7 @@ def evaluate(
                 engine, captioned.windows[:subset], items[:subset], decoding, options.sweep_steps,
                 batch_size=options.batch_size, sbert=options.sbert, embedder=embedder,
                 speed_seconds=options.speed_seconds / 2, lexicon=lexicon, progress=options.progress,
+                speed_engine=timed,
             )
 
     # 5. Write everything.

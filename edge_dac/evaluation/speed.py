@@ -23,6 +23,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,6 +89,23 @@ def decode_features(
     return decoder.greedy(features)
 
 
+def decoding_alone(
+    captioner: Captioner, audio: np.ndarray, options: DecodingOptions, runner: Any = None
+) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """A call that runs only the decoder on ``audio``'s precomputed encoder output (or runner context)."""
+    windows = captioner.fit_length(torch.as_tensor(audio, device=captioner.device))
+    decoder = captioner.decoder
+    if runner is None or not isinstance(decoder, DiffusionDecoder):
+        features = captioner.encode_audio(windows)
+        return lambda: decode_features(captioner, features, options)
+    context = runner.context(windows, options.candidates)
+    generator = torch.Generator().manual_seed(options.seed) if options.seed is not None else None
+    rows = audio.shape[0] * options.candidates
+    noise = torch.randn((rows, captioner.dims.max_caption_tokens, captioner.dims.embedding_dim), generator=generator)
+    noise = (noise * options.noise_scale).to(captioner.device)
+    return lambda: decoder.denoise(noise, context, options.steps, runner.step)
+
+
 def generated_tokens(tokens: torch.Tensor, eos_id: int, pad_id: int) -> int:
     """Tokens before the first [EOS]/[PAD] of each row, summed over all rows (repeats included)."""
     rows = tokens.reshape(-1, tokens.shape[-1])
@@ -127,14 +145,16 @@ def measure_speed(
     threads: int = 1,
     caption_fn: CaptionFn | None = None,
     warm_up: bool = False,
+    runner: Any = None,
 ) -> list[SpeedResult]:
     """APS and TPS of each stage at each batch size on ``windows`` (n, samples) of real audio.
 
     ``caption_fn`` is the whole pipeline (default: ``captioner.generate`` with ``options``); pass an
     engine's ``caption`` to time a compiled backend, with ``warm_up`` so that its first call (which
-    may compile) is not timed. The eager parts need no warm-up call of their own: counting the
-    generated tokens runs the encoder and decoder on the same shapes first. ``decode`` always
-    times the eager decoder.
+    may compile) is not timed, and its ``runner`` (``CaptionEngine.runner``) so that ``decode`` times
+    that backend's denoiser steps on its precomputed audio context; without one (and for AR models)
+    ``decode`` times the eager decoder. The decode stage needs no warm-up call of its own: counting
+    the generated tokens runs it on the same shapes first.
     """
     unknown = set(stages) - {"pipeline", "decode"}
     if unknown:
@@ -145,15 +165,12 @@ def measure_speed(
     with torch_threads(threads), torch.inference_mode():
         for batch_size in batch_sizes:
             audio = batch_of(windows, batch_size)
-            features = captioner.encode_audio(captioner.fit_length(torch.as_tensor(audio, device=captioner.device)))
-            tokens, _ = decode_features(captioner, features, options)
+            decode = decoding_alone(captioner, audio, options, runner)
+            tokens, _ = decode()
             count = generated_tokens(tokens, captioner.eos_id, captioner.pad_id)
             for stage in stages:
-                if stage == "pipeline":
-                    fn = lambda audio=audio: caption_fn(audio)  # noqa: E731
-                else:
-                    fn = lambda features=features: decode_features(captioner, features, options)  # noqa: E731
-                # Counting the tokens above already ran the eager encoder and decoder on these shapes.
+                fn = (lambda audio=audio: caption_fn(audio)) if stage == "pipeline" else decode
+                # Counting the tokens above already ran the decoder (and the eager encoder) on these shapes.
                 median, iterations = time_call(fn, seconds, warm_up=warm_up and stage == "pipeline")
                 results.append(SpeedResult(stage, batch_size, median, iterations, count))
     return results
