@@ -3,7 +3,7 @@
 ``auto`` tries the backends in the order ``bench/engines.py`` measured (fastest first) and takes
 the first that loads; it logs the choice and, for every backend before it, why it was skipped.
 Measured on one CPU thread with the shipped dims (bench/engines.py, engines/README.md): onnxruntime
-fp32 2.6x eager at batch 1, torch-compile 2.2x (and 15-90 s of compilation at every start-up).
+fp32 3.0x eager at batch 1, torch-compile 2.8x (and 15 s-3 min of compilation at every start-up).
 On CUDA nothing was measured on our machines yet: TensorRT first is NVIDIA's own promise, then
 Inductor, then eager; ``bench/gpu_check.py`` prints the table that should confirm or reorder it.
 """
