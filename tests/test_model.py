@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from edge_dac.model import DecodingOptions, ModelDims
+from edge_dac.model import DecodingOptions, ModelDims, normalize_caption
 from edge_dac.model.decoding import collapse_repeated_words, cut_and_collapse, minimum_bayes_risk_order
 from edge_dac.model.frontend import LogMel
 from edge_dac.model.graphs import AudioGraph, DenoiserStepGraph, example_inputs, export_graphs
@@ -105,3 +105,14 @@ def test_bad_dims_are_refused(bad):
 
     with pytest.raises(CheckpointError):
         ModelDims.from_dict({**ModelDims(vocab_size=100).to_dict(), **bad})
+
+
+def test_tokenizer_is_deterministic_and_keeps_whole_words():
+    from edge_dac.model import train_tokenizer
+    from edge_dac.model.tokenizer import encode_caption
+
+    first, second = train_tokenizer(CAPTIONS, vocab_size=120), train_tokenizer(CAPTIONS, vocab_size=120)
+    assert first.get_vocab() == second.get_vocab()
+    assert len(encode_caption(first, "a dog barks while rain falls")) == 6
+    # An unseen word made of seen letters still round-trips, as word pieces.
+    assert normalize_caption(first, "A Dog Barks, Twice") == "a dog barks, twice"

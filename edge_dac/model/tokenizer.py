@@ -1,4 +1,4 @@
-"""Caption tokenizer: WordPiece trained with ``tokenizers`` on the training captions.
+"""Caption tokenizer: a WordPiece vocabulary built from the training captions, run by ``tokenizers``.
 
 Wrapped as a ``transformers.PreTrainedTokenizerFast`` and saved as ``tokenizer.json``. With the
 small vocabularies used here nearly every caption word is one token, which suits parallel
@@ -7,10 +7,11 @@ small vocabularies used here nearly every caption word is one token, which suits
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
@@ -23,15 +24,37 @@ def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
     )
 
 
-def train_tokenizer(captions: Iterable[str], vocab_size: int = 1000) -> PreTrainedTokenizerFast:
-    """Learn a WordPiece vocabulary of at most ``vocab_size`` tokens from caption texts."""
-    tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
+def _base_tokenizer(vocab: dict[str, int]) -> Tokenizer:
+    tokenizer = Tokenizer(models.WordPiece(vocab=vocab, unk_token=UNK, max_input_chars_per_word=100))
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
-    tokenizer.train_from_iterator(captions, trainer=trainer)
-    return _wrap(tokenizer)
+    return tokenizer
+
+
+def train_tokenizer(captions: Iterable[str], vocab_size: int = 1000) -> PreTrainedTokenizerFast:
+    """A deterministic WordPiece vocabulary of about ``vocab_size`` tokens from caption texts.
+
+    The vocabulary is the special tokens, every character seen (alone and as a ``##`` word piece,
+    so no word made of known characters is ever [UNK]; they are kept even past ``vocab_size``), then
+    whole words by falling frequency, ties broken alphabetically, up to ``vocab_size``.
+    ``tokenizers``' own WordPiece trainer breaks frequency ties differently on every run, which made
+    two trainings on the same captions disagree; whole words also suit parallel decoding best.
+    """
+    counter = _base_tokenizer({token: i for i, token in enumerate(SPECIAL_TOKENS)})
+    words: Counter[str] = Counter()
+    for caption in captions:
+        normalized = counter.normalizer.normalize_str(caption)
+        words.update(word for word, _ in counter.pre_tokenizer.pre_tokenize_str(normalized))
+    characters = sorted({character for word in words for character in word})
+    vocab: dict[str, int] = {}
+    for token in [*SPECIAL_TOKENS, *characters, *(f"##{c}" for c in characters)]:
+        vocab.setdefault(token, len(vocab))
+    for word, _ in sorted(words.items(), key=lambda item: (-item[1], item[0])):
+        if len(vocab) >= vocab_size:
+            break
+        vocab.setdefault(word, len(vocab))
+    return _wrap(_base_tokenizer(vocab))
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
