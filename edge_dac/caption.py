@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from edge_dac.audio import load_audio
+from edge_dac.engines.base import CaptionEngine
 from edge_dac.errors import CheckpointError
-from edge_dac.model.captioner import Captioner
-from edge_dac.model.decoding import Candidate, DecodingOptions
+from edge_dac.model.decoding import Candidate
 from edge_dac.windows import Window, cut, plan_windows
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "model"
@@ -49,28 +49,29 @@ class WindowCaption:
 
 
 def caption_audio(
-    captioner: Captioner,
+    engine: CaptionEngine,
     audio: np.ndarray,
     name: str,
-    options: DecodingOptions,
+    steps: int = 6,
+    candidates: int = 5,
     window_seconds: float | None = None,
     hop_seconds: float | None = None,
     batch_size: int = 16,
 ) -> Iterator[WindowCaption]:
     """Caption a mono waveform at the model's rate, one ``WindowCaption`` per window, in order."""
-    rate = captioner.dims.sample_rate
-    window = int(round((window_seconds or captioner.dims.max_audio_seconds) * rate))
-    hop = int(round((hop_seconds or window / rate) * rate))
+    rate = engine.sample_rate
+    window = int(round(window_seconds * rate)) if window_seconds else engine.window_samples
+    hop = int(round(hop_seconds * rate)) if hop_seconds else window
     windows = plan_windows(audio.size, window, hop)
     for first in range(0, len(windows), batch_size):
         chunk: list[Window] = windows[first : first + batch_size]
-        results = captioner.generate(cut(audio, chunk, captioner.dims.max_audio_samples), options)
-        for item, candidates in zip(chunk, results, strict=True):
+        results = engine.caption(cut(audio, chunk, engine.window_samples), steps, candidates)
+        for item, ranked in zip(chunk, results, strict=True):
             start, end = item.seconds(rate)
-            yield WindowCaption(name, start, end, candidates)
+            yield WindowCaption(name, start, end, ranked)
 
 
-def caption_file(captioner: Captioner, path: str | Path, options: DecodingOptions, **kwargs) -> list[WindowCaption]:
+def caption_file(engine: CaptionEngine, path: str | Path, **kwargs) -> list[WindowCaption]:
     """Read any audio file (resampled and down-mixed) and caption it window by window."""
-    audio = load_audio(path, captioner.dims.sample_rate)
-    return list(caption_audio(captioner, audio, str(path), options, **kwargs))
+    audio = load_audio(path, engine.sample_rate)
+    return list(caption_audio(engine, audio, str(path), **kwargs))

@@ -17,12 +17,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("--model", metavar="DIR", help="checkpoint directory (default: the shipped model)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (DAC; default 6)")
-    parser.add_argument("--candidates", type=int, default=None, help="candidate captions per window (default 5)")
-    parser.add_argument("--beam", type=int, default=1, help="beam size (AR models; default 1 = greedy)")
+    parser.add_argument(
+        "--candidates", type=int, default=None, help="candidates per window (default 5; AR: beam size, default 1)"
+    )
+    parser.add_argument(
+        "--backend", default="auto", help="auto (the fastest available), eager, onnxruntime, torch-compile, tensorrt"
+    )
     parser.add_argument("--window", type=float, default=None, metavar="S", help="window seconds (default: model's)")
     parser.add_argument("--hop", type=float, default=None, metavar="S", help="hop seconds (default: the window)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampler's noise (default 0)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampler's starting noise (default 0)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: the engine's choice)")
     parser.add_argument("--json", action="store_true", help="one JSON object per window and line")
     parser.set_defaults(func=run)
 
@@ -35,33 +39,28 @@ def _check_positive(name: str, value: float | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
     from loguru import logger
 
-    from edge_dac.caption import caption_file, default_model_dir
+    from edge_dac.caption import caption_file
+    from edge_dac.engines import load_engine
     from edge_dac.errors import EdgeDacError
-    from edge_dac.model import DecodingOptions, load_captioner
 
-    for name in ("steps", "candidates", "beam", "window", "hop", "threads"):
+    for name in ("steps", "candidates", "window", "hop", "threads"):
         _check_positive(name, getattr(args, name))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    captioner = load_captioner(args.model or default_model_dir())
-    if args.window and args.window > captioner.dims.max_audio_seconds:
+    engine = load_engine(args.model, backend=args.backend, threads=args.threads, seed=args.seed)
+    model_seconds = engine.window_samples / engine.sample_rate
+    if args.window and args.window > model_seconds:
         raise EdgeDacError(
-            f"--window {args.window:g} is longer than the model's {captioner.dims.max_audio_seconds:g} s window; "
-            "pass a shorter --window"
+            f"--window {args.window:g} is longer than the model's {model_seconds:g} s window; pass a shorter --window"
         )
-    options = DecodingOptions(
-        steps=args.steps or 6,
-        candidates=args.candidates or (5 if captioner.dims.kind == "dac" else args.beam),
-        beam_size=args.beam,
-        seed=args.seed,
-    )
+    candidates = args.candidates or (5 if engine.captioner.dims.kind == "dac" else 1)
     failures = 0
     for path in args.files:
         try:
-            results = caption_file(captioner, path, options, window_seconds=args.window, hop_seconds=args.hop)
+            results = caption_file(
+                engine, path, steps=args.steps or 6, candidates=candidates,
+                window_seconds=args.window, hop_seconds=args.hop,
+            )
         except EdgeDacError as error:  # one bad file must not stop the others
             logger.error(str(error))
             failures += 1

@@ -69,6 +69,7 @@ def test_training_reproduces_captions_through_the_cli(kind, steps, clip_files, t
 
     result = subprocess.run(
         [sys.executable, "-m", "edge_dac", "caption", "--model", str(model_dir), "--json", "--steps", "6",
+         "--backend", "eager",
          *map(str, files)],
         capture_output=True, text=True, timeout=300,
     )
