@@ -238,3 +238,18 @@ def test_unreadable_manifest_is_one_line(tmp_path, capsys):
     assert main(["train", "--data", str(manifest), "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "unreadable" in error[0] and "broken.wav" in error[0]
+
+
+def test_caption_families_restrict_the_training_targets(soundscape_cache, catalog_rows):
+    from edge_dac.data.captions import FAMILIES
+    from edge_dac.data.mixer import SceneConfig, SceneMixer
+    from edge_dac.training.data import MixedScenes
+
+    mixer = SceneMixer(catalog_rows, soundscape_cache, SceneConfig(seconds=2.0, cache_mb=64), "train")
+    scene = mixer.mix(3)
+    assert sorted(scene.families) == sorted(FAMILIES)  # one caption per family, aligned with the captions
+    only_listing = MixedScenes(mixer, seed=0, samples=32_000, families=["listing"])
+    batch = only_listing.batch(step=0, shard=0, size=4)
+    for index, caption in enumerate(batch.captions):
+        picked = mixer.mix(only_listing.scene_seed(0, 0, index))
+        assert caption == picked.captions[picked.families.index("listing")]

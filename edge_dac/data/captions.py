@@ -247,23 +247,30 @@ def write_captions(
 ) -> list[str]:
     """``count`` different captions for the placed ``events``, one family each (cycling when
     ``count`` exceeds the five families)."""
+    return [text for _, text in write_family_captions(events, rng, seconds, count)]
+
+
+def write_family_captions(
+    events: list[PlacedEvent], rng: np.random.Generator, seconds: float, count: int = CAPTIONS_PER_SCENE
+) -> list[tuple[str, str]]:
+    """As :func:`write_captions`, each caption with the name of its template family."""
     if not events:
-        return ["silence"] * count
+        return [("silence", "silence")] * count
     w = _Writer(events, rng, seconds)
     names = list(FAMILIES)
     order = [names[i] for i in rng.permutation(len(names))]
-    captions: list[str] = []
+    captions: list[tuple[str, str]] = []
     for i in range(count):
-        family = FAMILIES[order[i % len(order)]]
+        name = order[i % len(order)]
         best = None
         for attempt in range(12):  # retry for a new wording, or a shorter one when it runs long
             w.compact = attempt >= 4
-            text = " ".join(_pad(w, family(w)).split())
-            if text not in captions and len(text.split()) <= MAX_WORDS:
+            text = " ".join(_pad(w, FAMILIES[name](w)).split())
+            if text not in (c for _, c in captions) and len(text.split()) <= MAX_WORDS:
                 best = text
                 break
             if best is None or len(text.split()) < len(best.split()):
                 best = text
         w.compact = False
-        captions.append(best)
+        captions.append((name, best))
     return captions

@@ -26,7 +26,7 @@ from loguru import logger
 from pydantic import Field, field_validator, model_validator
 
 from edge_dac.config import StrictModel
-from edge_dac.data.captions import PlacedEvent, write_captions
+from edge_dac.data.captions import PlacedEvent, write_family_captions
 from edge_dac.data.catalog import CatalogRow, read_recording
 from edge_dac.data.lexicon import Lexicon, load_lexicon
 from edge_dac.errors import AudioError, EdgeDacError
@@ -95,6 +95,7 @@ class Scene:
     seed: int
     split: str
     placed: list[PlacedEvent] = field(default_factory=list, repr=False)  # the events with their wording
+    families: list[str] = field(default_factory=list)  # template family of each caption ("narrative", ...)
 
 
 @dataclass
@@ -254,12 +255,13 @@ class SceneMixer:
         for event in placed:
             event.gain_db += scale_db
 
-        captions = write_captions(placed, np.random.default_rng([seed, 1]), cfg.seconds)
+        written = write_family_captions(placed, np.random.default_rng([seed, 1]), cfg.seconds)
         return Scene(
             audio=mixture,
             sample_rate=cfg.sample_rate,
             events=[event.as_dict() for event in placed],
-            captions=captions,
+            captions=[text for _, text in written],
+            families=[family for family, _ in written],
             seed=seed,
             split=self.split,
             placed=placed,

@@ -14,9 +14,10 @@ import typing
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, create_model, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from edge_dac.config import StrictModel, load_config
+from edge_dac.data.captions import FAMILIES
 from edge_dac.data.mixer import SceneConfig
 from edge_dac.model.dims import ModelDims
 
@@ -59,6 +60,20 @@ class DataSection(StrictModel):
         description="mixer: draw scenes from this many fixed seeds (epochs); null = a fresh scene every time",
     )
     preload: bool = Field(False, description="mixer: decode every source up front (worth it for long runs)")
+    caption_families: list[str] | None = Field(
+        None,
+        description="mixer: train only on captions of these template families (narrative, gerund, setting_first, "
+        "anchored, listing); null = all five. One wording per scene makes the target less multimodal for DAC",
+    )
+
+    @field_validator("caption_families")
+    @classmethod
+    def _known_families(cls, value: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(value or ()) - set(FAMILIES))
+        if unknown:
+            raise ValueError(f"unknown caption families {unknown} (allowed: {', '.join(FAMILIES)})")
+        return value
+
     # ... or a captioned dataset on disk.
     manifest: str | None = Field(None, description="train on this manifest (edge_dac.data.datasets formats)")
     val_manifest: str | None = Field(None, description="validate on this manifest (default: its 'val' items)")

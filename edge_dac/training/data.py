@@ -85,8 +85,10 @@ class MixedScenes:
         samples: int,
         augment: AugmentSection | None = None,
         pool: int | None = None,
+        families: list[str] | None = None,
     ):
         self.mixer = mixer
+        self.families = set(families) if families else None
         self.seed = seed
         self.samples = samples
         self.pool = pool
@@ -114,7 +116,12 @@ class MixedScenes:
             scene = self.mixer.mix(scene_seed)
             pick = np.random.default_rng(derive_seed(self.seed, _CAPTION, step, shard, index))
             audio.append(fit_samples(scene.audio, self.samples))
-            captions.append(scene.captions[int(pick.integers(len(scene.captions)))])
+            choices = [
+                caption
+                for caption, family in zip(scene.captions, scene.families, strict=True)
+                if self.families is None or family in self.families or family == "silence"
+            ] or scene.captions
+            captions.append(choices[int(pick.integers(len(choices)))])
             labels.append({event["class"] for event in scene.events})
         return Batch(captions=captions, labels=labels, audio=torch.from_numpy(np.stack(audio)))
 

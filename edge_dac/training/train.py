@@ -233,7 +233,9 @@ def load_data(config: TrainConfig, dims_for_cache, out: Path, procs: Processes, 
     # Unaugmented scenes of the same rows (tokenizer text, train probe), sharing the decoded sources.
     plain = make_mixer(config, "train", rows=rows)
     plain.bank = train_mixer.bank
-    source = MixedScenes(train_mixer, config.seed, samples, config.augment, config.data.scene_pool)
+    source = MixedScenes(
+        train_mixer, config.seed, samples, config.augment, config.data.scene_pool, config.data.caption_families
+    )
     classes = sorted(
         {*train_mixer.pools.foreground, *train_mixer.pools.background, *(c for _, c in train_mixer.pools.speech)}
     )
