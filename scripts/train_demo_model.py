@@ -16,7 +16,8 @@ from edge_dac.training.fit import FitOptions, fit_clips
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main(out: str = "runs/demo-model") -> None:
+def main(out: str = "runs/demo-model", progress: bool = True) -> None:
+    """Train into ``out`` unless a model is already there; ``progress``: show the training bar."""
     if (Path(out) / "config.json").is_file():
         return
     manifest = load_manifest(ROOT / "edge_dac" / "assets" / "demo" / "manifest.jsonl")
@@ -32,9 +33,10 @@ def main(out: str = "runs/demo-model") -> None:
     audio = [load_item_audio(item) for item in manifest.items]
     length = dims.max_audio_samples
     batch = torch.from_numpy(np.stack([np.pad(a[:length], (0, max(0, length - a.size))) for a in audio]))
-    fit_clips(captioner, batch, captions, FitOptions(steps=400, batch_size=len(captions)))
+    fit_clips(captioner, batch, captions, FitOptions(steps=400, batch_size=len(captions)), progress=progress)
     save_captioner(captioner, out, metadata={"purpose": "demo only: memorises the bundled demo captions"})
-    print(f"demo model written to {out}", file=sys.stderr)
+    if progress:
+        print(f"demo model written to {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

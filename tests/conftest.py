@@ -53,3 +53,20 @@ def soundscape_debs() -> Path:
         if not any(debs.glob(f"{package}_*.deb")):
             _with_apt_lists(lambda package=package: download_deb(package, versions[package], debs))
     return debs
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory) -> Path:
+    """A throwaway DAC model trained once per session on the 5 bundled demo scenes
+    (scripts/train_demo_model.py, 1-4 min on 2 cores). It memorises their captions: enough to check
+    that the right words come out of a real pipeline, not a real captioner. ``$EDGE_DAC_DEMO_MODEL``
+    names a folder to reuse (trained into on first use), which saves the training on reruns."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_demo_model.py"
+    spec = importlib.util.spec_from_file_location("train_demo_model", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = Path(os.environ.get("EDGE_DAC_DEMO_MODEL") or tmp_path_factory.mktemp("demo-model"))
+    module.main(str(out), progress=False)
+    return out
