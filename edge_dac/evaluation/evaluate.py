@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
 import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -59,7 +61,7 @@ class EvalOptions:
     sbert: bool = True
     meteor: bool = True
     speed: bool = True
-    speed_seconds: float = 2.0  # timed per configuration, after a warm-up call
+    speed_seconds: float = 2.0  # timed per speed setting (at least two calls each)
     speed_batch_sizes: tuple[int, ...] = (1, 32)
     sweep: bool | None = None  # None: on for DAC, off for AR (it has no denoising steps)
     sweep_steps: tuple[int, ...] = SWEEP_STEPS
@@ -327,6 +329,12 @@ def step_sweep(
 # --- the whole evaluation ------------------------------------------------------------------------------
 
 
+def _candidate_record(candidate: Candidate) -> dict:
+    # A caption with no tokens has score -inf, which strict JSON cannot hold.
+    score = round(candidate.score, 4) if math.isfinite(candidate.score) else None
+    return {"caption": candidate.caption, "score": score}
+
+
 class Stopwatch:
     """Wall and CPU seconds per stage. CPU seconds (this process, all threads) say more than wall
     time on a shared machine; METEOR's Java child shows in wall time only."""
@@ -396,7 +404,7 @@ def environment() -> dict:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
 
@@ -493,7 +501,7 @@ def evaluate(
                 "id": item.id,
                 "audio": str(item.audio),
                 "references": item.captions,
-                "candidates": [candidate.to_dict() for candidate in candidates],
+                "candidates": [_candidate_record(candidate) for candidate in candidates],
                 "events": sorted(truth) if truth is not None else None,
                 "predicted_events": sorted(lexicon.labels_in_caption(candidates[0].caption)),
             }

@@ -148,7 +148,8 @@ def render_report(result: dict, clips: Sequence[dict], samples: int = 10, plots:
                 ]
             out += ["references:", ""] + [f"- {ref}" for ref in clip["references"]] + [""]
             out += ["candidates (best first, mean token log-probability):", ""]
-            out += [f"{i}. {c['caption'] or '(empty)'} ({c['score']:.3f})" for i, c in enumerate(clip["candidates"], 1)]
+            for rank, candidate in enumerate(clip["candidates"], 1):
+                out.append(f"{rank}. {candidate['caption'] or '(empty)'} ({fmt(candidate['score'])})")
             out += [""]
 
     timing = result["timing"]
