@@ -117,3 +117,18 @@ def test_bad_file_source_is_one_line(tmp_path):
     bad.write_text("not audio")
     with pytest.raises(AudioError, match="not a readable audio file"):
         open_source(SourceConfig(kind="file", path=str(bad)))
+
+
+def test_window_length_defaults_to_the_models_and_a_longer_one_is_refused():
+    """A window longer than the model's would be cropped by the engine: captions of stale audio."""
+    from edge_dac.daemon.config import WindowConfig
+    from edge_dac.daemon.run import window_seconds
+    from edge_dac.engines import EagerEngine
+    from edge_dac.errors import ConfigError
+    from tests.factories import tiny_captioner
+
+    engine = EagerEngine(tiny_captioner(seconds=2.0), "tiny-random")
+    assert window_seconds(WindowConfig(), engine) == 2.0
+    assert window_seconds(WindowConfig(length_s=1.5), engine) == 1.5
+    with pytest.raises(ConfigError, match=r"windows.length_s 3 is longer than the model's 2 s window"):
+        window_seconds(WindowConfig(length_s=3.0), engine)

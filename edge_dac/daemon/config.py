@@ -59,7 +59,9 @@ class SourceConfig(StrictModel):
 
 
 class WindowConfig(StrictModel):
-    length_s: float = Field(10.0, gt=0)
+    length_s: float | None = Field(
+        None, gt=0, description="seconds; null: the model's own window (a longer one is refused)"
+    )
     hop_s: float = Field(2.0, gt=0)
     silence_dbfs: float | None = Field(-60.0, description="windows quieter than this are skipped; null: caption all")
 

@@ -24,7 +24,7 @@ import numpy as np
 from loguru import logger
 
 from edge_dac.daemon import messages
-from edge_dac.daemon.config import DaemonConfig, EngineConfig, load_daemon_config, parse_source
+from edge_dac.daemon.config import DaemonConfig, EngineConfig, WindowConfig, load_daemon_config, parse_source
 from edge_dac.daemon.events import EventChange, EventTracker, make_agreement
 from edge_dac.daemon.listen import format_message
 from edge_dac.daemon.metrics import Metrics
@@ -34,10 +34,29 @@ from edge_dac.daemon.sources import AudioSource, open_source
 from edge_dac.daemon.status import Heartbeat
 from edge_dac.daemon.windows import SampleClock, Window, Windower
 from edge_dac.daemon.worker import Captioned, CaptionEngine, InferenceWorker, WindowQueue
-from edge_dac.errors import EdgeDacError
+from edge_dac.errors import ConfigError, EdgeDacError
 
+DEFAULT_WINDOW_S = 10.0  # for an engine that does not say how much audio its model hears
 DRAIN_S = 3.0  # SIGTERM: time the engine gets for queued windows (systemd allows 10 s, we promise 5)
 START_EXTEND_S = 30.0  # EXTEND_TIMEOUT_USEC while waiting for a microphone during start-up
+
+
+def window_seconds(config: WindowConfig, engine: CaptionEngine) -> float:
+    """The window length: the config's, else the model's own window.
+
+    A window longer than the model's is refused: the engine would hear only its first part, so every
+    caption would describe audio that is seconds old while claiming the whole window.
+    """
+    model_samples = getattr(engine, "window_samples", None)
+    model_s = model_samples / engine.sample_rate if model_samples else None
+    if config.length_s is None:
+        return model_s or DEFAULT_WINDOW_S
+    if model_s is not None and config.length_s > model_s + 1e-9:
+        raise ConfigError(
+            f"windows.length_s {config.length_s:g} is longer than the model's {model_s:g} s window; "
+            f"set it to {model_s:g} or less, or null"
+        )
+    return config.length_s
 
 
 class Daemon:
@@ -74,7 +93,8 @@ class Daemon:
     def _build_chain(self) -> None:
         config, rate = self.config, self.engine.sample_rate
         self.source: AudioSource = open_source(config.source, rate)
-        self.windower = Windower(config.windows.length_s, config.windows.hop_s, rate, config.windows.silence_dbfs)
+        length_s = window_seconds(config.windows, self.engine)
+        self.windower = Windower(length_s, config.windows.hop_s, rate, config.windows.silence_dbfs)
         self.queue = WindowQueue(config.worker.queue_size)
         self.clock: SampleClock | None = None
         self.position = 0
@@ -251,6 +271,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = self.reload_config() if self.reload_config else self.config
+            window_seconds(new.windows, self.engine)
         except EdgeDacError as error:
             logger.error(f"reload refused, keeping the running config: {error}")
             new = self.config

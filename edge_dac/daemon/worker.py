@@ -27,7 +27,10 @@ class Candidate(Protocol):
 
 
 class CaptionEngine(Protocol):
-    """What the daemon needs from an engine (``edge_dac.engines.CaptionEngine`` has this shape)."""
+    """What the daemon needs from an engine (``edge_dac.engines.CaptionEngine`` has this shape).
+
+    An engine may also have ``window_samples``, the audio its model hears: the default window length.
+    """
 
     model_id: str
     backend: str
