@@ -206,10 +206,10 @@ def run(args: argparse.Namespace) -> int:
             dac_dir, ar_dir = Path(args.dac), Path(args.ar)
         dac = one_thread_engine(load_engine(dac_dir, backend=args.dac_backend), dac_dir)
         ar = load_engine(ar_dir, backend="eager")
+        untrained = [d.name for d in (dac_dir, ar_dir) if is_untrained(d)]
     for engine, kind, flag in ((dac, "dac", "--dac"), (ar, "ar", "--ar")):
         if engine.captioner.dims.kind != kind:
             raise EdgeDacError(f"{flag} {engine.model_id} is a {engine.captioner.dims.kind} model, not {kind}")
-    untrained = [d for d in (dac_dir, ar_dir) if is_untrained(d)]
     dims_d, dims_a = dac.captioner.dims, ar.captioner.dims
     same_encoder = (dims_d.encoder_width, dims_d.encoder_layers, dims_d.max_audio_seconds) == (
         dims_a.encoder_width, dims_a.encoder_layers, dims_a.max_audio_seconds
@@ -257,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
         header.append("- **The two models have different encoders or windows: this is not a decoder-only comparison.**")
     if untrained:
         header.append(
-            f"- **RANDOM, UNTRAINED weights ({', '.join(d.name for d in untrained)}): these numbers only test "
+            f"- **RANDOM, UNTRAINED weights ({', '.join(untrained)}): these numbers only test "
             "the table; they say nothing about DAC or AR.**"
         )
     report = render(results, header)

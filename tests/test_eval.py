@@ -31,7 +31,7 @@ from edge_dac.evaluation.evaluate import (
 )
 from edge_dac.evaluation.quality import coco_metrics
 from edge_dac.evaluation.speed import decode_features, decoding_alone, generated_tokens, measure_speed
-from edge_dac.model import save_captioner
+from edge_dac.model import load_captioner, save_captioner
 from edge_dac.model.decoding import Candidate
 from tests.factories import tiny_captioner
 
@@ -140,8 +140,6 @@ def test_generated_tokens_stop_at_the_first_end_token_and_keep_repeats():
 
 
 def test_speed_runs_on_one_thread_and_restores_the_thread_count(models):
-    from edge_dac.model import load_captioner
-
     captioner = load_captioner(models["dac"])
     previous = torch.get_num_threads()
     threads_seen = []
@@ -294,6 +292,19 @@ def test_dac_vs_ar_bench_prints_the_table_on_random_models(models):
         assert sum(line.startswith(f"| {system} |") for line in table.splitlines()) == 3, system  # 3 tables
     targets = table.split("## Targets")[1]
     assert all(f"\n| {s} |" in targets for s in (1, 2, 4, 8))
+
+
+def test_dac_vs_ar_bench_builds_untrained_twins_when_given_no_models(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dac_vs_ar", REPO / "bench" / "dac_vs_ar.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    dac_dir, ar_dir = bench.random_models([c for item in load_manifest(DEMO).items for c in item.captions], tmp_path)
+    dac, ar = load_captioner(dac_dir), load_captioner(ar_dir)
+    assert (dac.dims.kind, ar.dims.kind) == ("dac", "ar") and bench.is_untrained(dac_dir) and bench.is_untrained(ar_dir)
+    assert dac.dims.encoder_width == ar.dims.encoder_width == 192 and dac.dims.max_audio_seconds == 10.0
+    assert dac.tokenizer.get_vocab() == ar.tokenizer.get_vocab()
 
 
 def test_dac_vs_ar_bench_refuses_half_a_pair(models):
