@@ -147,7 +147,7 @@ def render_report(result: dict, clips: Sequence[dict], samples: int = 10, plots:
                     "",
                 ]
             out += ["references:", ""] + [f"- {ref}" for ref in clip["references"]] + [""]
-            out += ["candidates (best first, mean token log-probability):", ""]
+            out += ["candidates (best first; in brackets the mean token log-probability):", ""]
             for rank, candidate in enumerate(clip["candidates"], 1):
                 out.append(f"{rank}. {candidate['caption'] or '(empty)'} ({fmt(candidate['score'])})")
             out += [""]
