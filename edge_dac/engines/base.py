@@ -53,9 +53,9 @@ class EagerRunner:
         self.captioner = captioner
         self.decoder = captioner.decoder
 
-    def context(self, windows: torch.Tensor, candidates: int) -> torch.Tensor:
+    def context(self, windows: torch.Tensor, candidates: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         features = self.captioner.encode_audio(windows)
-        return self.decoder.prepare_audio(features).repeat_interleave(candidates, dim=0)
+        return self.decoder.candidate_kv(self.decoder.prepare_audio(features), candidates)
 
     def step(self, noisy, t, self_cond, context):
         return self.decoder.step(noisy, t, self_cond, context)
