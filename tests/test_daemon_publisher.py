@@ -189,3 +189,31 @@ def test_keys_command_writes_pair_and_refuses_overwrite(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert again.returncode == 2
     assert "--force" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_curve_key_added_to_the_folder_counts_after_reload(tmp_path):
+    """SIGHUP re-reads the authorised folder: a key copied in lets its subscriber in without a restart."""
+    keys, authorised = tmp_path / "keys", tmp_path / "authorised"
+    authorised.mkdir()
+    create_key_pair(keys, "server")
+    public, secret = create_key_pair(keys, "late-display")
+    endpoint = free_tcp_endpoint()
+    publisher = Publisher(
+        endpoint, "dev", curve_secret_key=keys / "server.key_secret", curve_authorized_keys=authorised
+    )
+    try:
+        before = Subscriber(endpoint, server_key=keys / "server.key", client_key=secret)
+        for _ in range(10):
+            publisher.publish("status", status_body())
+            time.sleep(0.05)
+        assert before.receive(0.3) is None  # not authorised yet
+        before.close()
+        (authorised / public.name).write_bytes(public.read_bytes())
+        publisher.reload_authorized_keys()
+        after = Subscriber(endpoint, server_key=keys / "server.key", client_key=secret)
+        try:
+            connect_until_flowing(publisher, after)
+        finally:
+            after.close()
+    finally:
+        publisher.close()

@@ -89,6 +89,7 @@ class Publisher:
         self._seq: dict[str, int] = {}
         self._lock_fd: int | None = None
         self._auth: ThreadAuthenticator | None = None
+        self._authorized: Path | None = None
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.PUB)
         self.socket.setsockopt(zmq.SNDHWM, hwm)
@@ -119,6 +120,7 @@ class Publisher:
             raise ConfigError(f"{secret_key}: holds only a public key; pass the .key_secret file")
         self._auth = ThreadAuthenticator(self.context)
         self._auth.start()
+        self._authorized = authorized
         # Every connection goes through ZAP; only public keys found in this folder get in.
         self._auth.configure_curve(domain="*", location=str(authorized))
         self.socket.curve_secretkey = secret
@@ -126,6 +128,13 @@ class Publisher:
         self.socket.curve_server = True
         keys = len(list(authorized.glob("*.key")))
         logger.info(f"CURVE on: {keys} authorised client key(s) in {authorized}")
+
+    def reload_authorized_keys(self) -> None:
+        """Re-read the folder of authorised keys (SIGHUP). New connections are checked against it;
+        a subscriber already connected stays until it reconnects, so revoking a key needs a restart."""
+        if self._auth is not None and self._authorized is not None:
+            self._auth.configure_curve(domain="*", location=str(self._authorized))
+            logger.info(f"CURVE: {len(list(self._authorized.glob('*.key')))} authorised client key(s) now")
 
     def _bind(self) -> None:
         try:

@@ -283,6 +283,8 @@ class Daemon:
         if publisher_changed:
             self.publisher.close()
             self.publisher = self._make_publisher()
+        else:  # keys added to the authorised folder count from now on
+            self.publisher.reload_authorized_keys()
         logger.info("config reloaded")
 
     def run(self) -> int:
