@@ -217,12 +217,16 @@ def main() -> int:
         stats.rss()
     finally:
         subscriber.close()
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(10)
-        player.terminate()
-        player.wait(10)
-        subprocess.run([str(VIRTUAL_MIC), "stop"], env=env)
+        try:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+                daemon.wait(10)
+        except subprocess.TimeoutExpired:
+            print("daemon did not stop within 10 s of SIGTERM; killed", file=sys.stderr)
+            daemon.kill()
+        finally:
+            player.kill()
+            subprocess.run([str(VIRTUAL_MIC), "stop"], env=env)
     load_after = os.getloadavg()
 
     if args.save:
