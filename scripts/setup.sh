@@ -9,13 +9,17 @@ cd "$(dirname "$0")/.."
 # PulseAudio (virtual microphone for tests), Java (METEOR), systemd (unit verification), Node.js (contract test),
 # wavpack (wvunpack: GrandOrgue samples in the soundscape catalog are WavPack, which libsndfile cannot read).
 APT_PACKAGES=(
-  libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins alsa-utils
-  default-jre-headless systemd nodejs npm wavpack
+  libportaudio2 libsndfile1 pulseaudio pulseaudio-utils libasound2-plugins alsa-utils systemd wavpack
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# Java and Node.js may come from elsewhere (a vendor JDK, NodeSource's nodejs, which conflicts with
+# Debian's npm): only install Debian's when the command is missing.
+command -v java >/dev/null || missing+=(default-jre-headless)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
