@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-QUALITY_CURVES = (("event_f1", "event-F1"), ("sbert_max", "SBERT"), ("cider_d", "CIDEr-D"), ("bleu_4", "BLEU-4"))
+# Scores in [0, 1] share the left axis; CIDEr-D (0 to 10) gets its own so it does not flatten them.
+QUALITY_CURVES = (("event_f1", "event-F1"), ("sbert_max", "SBERT"), ("bleu_4", "BLEU-4"))
+CIDER_CURVE = ("cider_d", "CIDEr-D")
 
 
 def _figure(width: float, height: float):
@@ -27,14 +29,25 @@ def plot_steps(rows: Sequence[dict], path: str | Path) -> Path:
     steps = [row["steps"] for row in rows]
     figure = _figure(10, 4)
     quality, speed = figure.subplots(1, 2)
+    lines = []
     for key, label in QUALITY_CURVES:
         values = [row.get(key) for row in rows]
         if all(value is None for value in values):
             continue  # e.g. no SBERT (--no-sbert) or no event lists in the manifest
-        quality.plot(steps, [float("nan") if v is None else v for v in values], marker="o", label=label)
+        lines += quality.plot(steps, [float("nan") if v is None else v for v in values], marker="o", label=label)
     quality.set_title("quality")
     quality.set_ylabel("score (best candidate)")
-    quality.legend(loc="best")
+    quality.set_ylim(0.0, 1.05)
+    cider = [row.get(CIDER_CURVE[0]) for row in rows]
+    if not all(value is None for value in cider):
+        cider_axes = quality.twinx()
+        lines += cider_axes.plot(
+            steps, [float("nan") if v is None else v for v in cider], marker="s", linestyle="--",
+            color="tab:gray", label=CIDER_CURVE[1],
+        )
+        cider_axes.set_ylabel("CIDEr-D")
+        cider_axes.set_ylim(bottom=0.0)
+    quality.legend(lines, [line.get_label() for line in lines], loc="best")
     speed.plot(steps, [row["aps_pipeline_b1"] for row in rows], marker="o", color="tab:red")
     speed.set_title("speed (whole pipeline, batch 1, 1 thread)")
     speed.set_ylabel("audios per second")
