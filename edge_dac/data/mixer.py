@@ -279,13 +279,22 @@ class SceneMixer:
         free = [c for c in classes if c not in used]
         return free[int(rng.integers(len(free)))] if free else None
 
-    def _place_background(self, rng: np.random.Generator, mixture: np.ndarray, used: set[str]) -> PlacedEvent | None:
-        event_class = self._pick_class(rng, self._bg_classes, used)
-        drawn = self._draw(rng, self.pools.background[event_class]) if event_class else None
+    def _draw_new_class(
+        self, rng: np.random.Generator, classes: list[str], pool: dict[str, list[CatalogRow]], used: set[str]
+    ) -> tuple[str, CatalogRow, Source] | None:
+        """A recording of a class not yet in the scene; the class is then marked used."""
+        event_class = self._pick_class(rng, classes, used)
+        drawn = self._draw(rng, pool[event_class]) if event_class else None
         if drawn is None:
             return None
-        row, source = drawn
         used.add(event_class)
+        return (event_class, *drawn)
+
+    def _place_background(self, rng: np.random.Generator, mixture: np.ndarray, used: set[str]) -> PlacedEvent | None:
+        drawn = self._draw_new_class(rng, self._bg_classes, self.pools.background, used)
+        if drawn is None:
+            return None
+        event_class, row, source = drawn
         n = mixture.size
         bed = source.audio
         start = int(rng.integers(bed.size))
@@ -310,12 +319,10 @@ class SceneMixer:
         self, rng: np.random.Generator, mixture: np.ndarray, used: set[str], floor_db: float
     ) -> PlacedEvent | None:
         cfg, sr = self.config, self.config.sample_rate
-        event_class = self._pick_class(rng, self._fg_classes, used)
-        drawn = self._draw(rng, self.pools.foreground[event_class]) if event_class else None
+        drawn = self._draw_new_class(rng, self._fg_classes, self.pools.foreground, used)
         if drawn is None:
             return None
-        row, source = drawn
-        used.add(event_class)
+        event_class, row, source = drawn
         clip = source.audio
         limit = int(min(cfg.max_event_seconds, cfg.seconds * 0.6) * sr)
         if clip.size > limit:
