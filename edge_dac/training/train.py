@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import random
 import shutil
@@ -69,7 +68,7 @@ from edge_dac.training.data import (
     validation_items,
     validation_scenes,
 )
-from edge_dac.training.fit import make_optimizer
+from edge_dac.training.fit import make_optimizer, warmup_cosine
 from edge_dac.training.tagger import EventTagger, load_encoder_weights, save_tagger
 from edge_dac.training.vocabulary import check_vocabulary, grow_vocabulary, refuse_unknown
 
@@ -175,12 +174,7 @@ def make_objective(model: nn.Module, config: TrainConfig) -> CaptionObjective | 
 def learning_rate(config: TrainConfig, step: int) -> float:
     """Linear warm-up, then cosine decay to min_learning_rate at the last step."""
     o = config.optim
-    if step < o.warmup_steps:
-        return o.learning_rate * (step + 1) / o.warmup_steps
-    progress = (step - o.warmup_steps) / max(1, o.steps - o.warmup_steps)
-    return o.min_learning_rate + 0.5 * (o.learning_rate - o.min_learning_rate) * (
-        1 + math.cos(math.pi * min(1.0, progress))
-    )
+    return o.learning_rate * warmup_cosine(step, o.warmup_steps, o.steps, floor=o.min_learning_rate / o.learning_rate)
 
 
 @torch.no_grad()
