@@ -25,7 +25,11 @@ class ModelDims:
     n_mels: int = 64
     max_audio_seconds: float = 10.0
 
-    # audio encoder: conv stem (time stride) + transformer
+    # audio encoder: conv stem (time stride) + transformer. "conv1d" treats the mel bins as channels
+    # (Whisper's stem); "cnn2d" convolves over time and frequency first, which learns sound events
+    # from little data far better (PANNs-style), at more compute per second of audio.
+    encoder_stem: Literal["conv1d", "cnn2d"] = "conv1d"
+    encoder_channels: int = 32  # cnn2d: channels of the first block, doubled per block
     encoder_width: int = 192
     encoder_layers: int = 4
     encoder_heads: int = 4
@@ -80,6 +84,10 @@ class ModelDims:
             problems.append(f"kind must be 'dac' or 'ar', got {self.kind!r}")
         if self.schedule not in ("sqrt", "cosine"):
             problems.append(f"schedule must be 'sqrt' or 'cosine', got {self.schedule!r}")
+        if self.encoder_stem not in ("conv1d", "cnn2d"):
+            problems.append(f"encoder_stem must be 'conv1d' or 'cnn2d', got {self.encoder_stem!r}")
+        if self.encoder_stem == "cnn2d" and self.n_mels % 8:
+            problems.append(f"encoder_stem cnn2d needs n_mels divisible by 8, got {self.n_mels}")
         if self.encoder_stride not in (1, 2, 4, 8):
             problems.append(f"encoder_stride must be 1, 2, 4 or 8, got {self.encoder_stride}")
         if self.encoder_width % self.encoder_heads or self.decoder_width % self.decoder_heads:

@@ -10,6 +10,49 @@ from torch import nn
 from edge_dac.model.dims import ModelDims
 from edge_dac.model.layers import Block, sinusoids
 
+_CNN_BLOCKS = 3  # each halves the mel bins: 64 -> 8
+
+
+class SpectrogramCNN(nn.Module):
+    """(batch, n_mels, frames) -> (batch, frames / stride, width): three conv blocks over time and
+    frequency (3x3 conv, group norm, GELU, 2x2 or 2x1 average pooling), then the remaining mel bins
+    and channels flattened into one vector per frame. GroupNorm rather than BatchNorm: no running
+    statistics, so the result does not depend on the batch (DDP, EMA and export stay simple)."""
+
+    def __init__(self, dims: ModelDims):
+        super().__init__()
+        time_pools = int(math.log2(dims.encoder_stride))
+        layers: list[nn.Module] = []
+        channels_in = 1
+        for block in range(_CNN_BLOCKS):
+            channels = dims.encoder_channels * 2**block
+            time_pool = 2 if block < time_pools else 1
+            layers += [
+                nn.Conv2d(channels_in, channels, kernel_size=3, padding=1, bias=False),
+                nn.GroupNorm(min(8, channels), channels),
+                nn.GELU(),
+                nn.AvgPool2d(kernel_size=(2, time_pool), ceil_mode=True),
+            ]
+            channels_in = channels
+        self.blocks = nn.Sequential(*layers)
+        self.extra_stride = 2 ** max(0, time_pools - _CNN_BLOCKS)
+        flat = channels_in * (dims.n_mels // 2**_CNN_BLOCKS)
+        self.project = nn.Conv1d(flat, dims.encoder_width, kernel_size=self.extra_stride, stride=self.extra_stride)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(mel.unsqueeze(1))  # (batch, channels, mels, frames)
+        x = x.flatten(1, 2)  # (batch, channels * mels, frames)
+        return nn.functional.gelu(self.project(x))
+
+
+def conv1d_stem(dims: ModelDims) -> nn.Sequential:
+    """Whisper's stem: mel bins as channels, stride-2 convolutions shorten time."""
+    width = dims.encoder_width
+    stem: list[nn.Module] = [nn.Conv1d(dims.n_mels, width, kernel_size=3, padding=1), nn.GELU()]
+    for _ in range(int(math.log2(dims.encoder_stride))):
+        stem += [nn.Conv1d(width, width, kernel_size=3, stride=2, padding=1), nn.GELU()]
+    return nn.Sequential(*stem)
+
 
 class AudioEncoder(nn.Module):
     """(batch, n_mels, frames) log-mel -> (batch, frames / stride, encoder_width)."""
@@ -17,10 +60,7 @@ class AudioEncoder(nn.Module):
     def __init__(self, dims: ModelDims):
         super().__init__()
         width = dims.encoder_width
-        stem: list[nn.Module] = [nn.Conv1d(dims.n_mels, width, kernel_size=3, padding=1), nn.GELU()]
-        for _ in range(int(math.log2(dims.encoder_stride))):
-            stem += [nn.Conv1d(width, width, kernel_size=3, stride=2, padding=1), nn.GELU()]
-        self.stem = nn.Sequential(*stem)
+        self.stem = SpectrogramCNN(dims) if dims.encoder_stem == "cnn2d" else conv1d_stem(dims)
         self.register_buffer("positions", sinusoids(dims.max_encoder_frames, width), persistent=False)
         self.blocks = nn.ModuleList(
             Block(width, dims.encoder_heads, dropout=dims.dropout) for _ in range(dims.encoder_layers)
