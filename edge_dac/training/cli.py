@@ -20,6 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--data", metavar="MANIFEST", help="train on this manifest instead of mixed scenes")
     train.add_argument("--val-data", metavar="MANIFEST", help="validate on this manifest (default: its val items)")
     train.add_argument("--steps", type=int, metavar="N", help="override optim.steps")
+    train.add_argument(
+        "--max-minutes",
+        type=float,
+        metavar="M",
+        help="stop (validated, checkpointed) after M minutes; --resume goes on",
+    )
     train.add_argument("--grow-vocab", action="store_true", help="finetuning: add caption words the tokenizer lacks")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     train.set_defaults(func=run_train)
@@ -43,7 +49,13 @@ def run_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"--steps must be at least 1, got {args.steps}")
         config.optim = config.optim.model_copy(update={"steps": args.steps})
     result = train(
-        config, args.out, resume=args.resume, init=args.init, grow_vocab=args.grow_vocab, progress=not args.no_progress
+        config,
+        args.out,
+        resume=args.resume,
+        init=args.init,
+        grow_vocab=args.grow_vocab,
+        progress=not args.no_progress,
+        max_minutes=args.max_minutes,
     )
     best = (
         f"; best validation score {result.best_score:.3f} in {result.out / 'best'}"

@@ -112,11 +112,19 @@ class OptimSection(StrictModel):
 
 
 class LossSection(StrictModel):
-    """DAC denoising loss options (see edge_dac/model/diffusion.py); the AR loss has none."""
+    """DAC denoising loss options (see edge_dac/model/diffusion.py; the AR loss has none) and the
+    auxiliary tagging loss (both kinds)."""
 
     self_cond_prob: float = Field(0.5, ge=0.0, le=1.0)
     unroll_prob: float = Field(0.5, ge=0.0, le=1.0)
     mse_weight: float = Field(1.0, ge=0.0)
+    tag_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="weight of an auxiliary event-tagging loss on the encoder (both kinds; 0: off). The "
+        "caption loss alone teaches the encoder slowly which events it hears; a tagging head on the pooled "
+        "encoder features gives it a direct signal. The head is dropped from the exported model.",
+    )
 
 
 class ValidationSection(StrictModel):

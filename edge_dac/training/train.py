@@ -126,25 +126,43 @@ def autocast_for(config: TrainConfig, device: torch.device):
 
 class CaptionObjective(nn.Module):
     """The captioner's training loss from log-mels (so features can be masked or cached);
-    a module so that DistributedDataParallel can wrap it."""
+    a module so that DistributedDataParallel can wrap it. With ``classes`` and ``loss.tag_weight``,
+    an event-tagging head on the time-pooled encoder features adds a multi-label BCE term."""
 
-    def __init__(self, captioner: Captioner, config: TrainConfig):
+    def __init__(self, captioner: Captioner, config: TrainConfig, classes: list[str] | None = None):
         super().__init__()
         self.captioner = captioner
-        self.loss_options = config.loss.model_dump()
+        self.loss_options = config.loss.model_dump(exclude={"tag_weight"})
+        self.tag_weight = config.loss.tag_weight if classes else 0.0
+        self.classes = list(classes or [])
+        self.tag_head = nn.Linear(captioner.dims.encoder_width, len(self.classes)) if self.tag_weight else None
 
-    def forward(self, mel: torch.Tensor, tokens: torch.Tensor, weights: torch.Tensor, generator=None) -> dict:
+    def forward(
+        self, mel: torch.Tensor, tokens: torch.Tensor, weights: torch.Tensor, tags=None, generator=None
+    ) -> dict:
         features = self.captioner.encoder(mel)
         decoder = self.captioner.decoder
         if isinstance(decoder, DiffusionDecoder):
-            losses = decoder.loss(tokens, features, weights, generator=generator, **self.loss_options)
+            losses = dict(vars(decoder.loss(tokens, features, weights, generator=generator, **self.loss_options)))
         else:
-            losses = decoder.loss(tokens, features)
-        return dict(vars(losses))
+            losses = dict(vars(decoder.loss(tokens, features)))
+        if self.tag_head is not None and tags is not None:
+            pooled = 0.5 * (features.mean(dim=1) + features.amax(dim=1))  # PANNs' mean + max pooling
+            bce = F.binary_cross_entropy_with_logits(self.tag_head(pooled).float(), tags)
+            losses["tag_bce"] = bce
+            losses["total"] = losses["total"] + self.tag_weight * bce
+        return losses
 
     def inputs(self, batch: Batch, device: torch.device) -> tuple[torch.Tensor, ...]:
         tokens, weights = self.captioner.caption_tokens(batch.captions)
-        return tokens.to(device), weights.to(device)
+        if self.tag_head is None:
+            return tokens.to(device), weights.to(device)
+        index = {name: i for i, name in enumerate(self.classes)}
+        tags = torch.zeros(len(batch.labels), len(self.classes))
+        for row, names in enumerate(batch.labels):
+            for name in names & index.keys():
+                tags[row, index[name]] = 1.0
+        return tokens.to(device), weights.to(device), tags.to(device)
 
 
 class TaggerObjective(nn.Module):
@@ -164,8 +182,11 @@ class TaggerObjective(nn.Module):
         return (self.tagger.targets(batch.labels).to(device),)
 
 
-def make_objective(model: nn.Module, config: TrainConfig) -> CaptionObjective | TaggerObjective:
-    return CaptionObjective(model, config) if isinstance(model, Captioner) else TaggerObjective(model)
+def make_objective(
+    model: nn.Module, config: TrainConfig, classes: list[str] | None = None
+) -> CaptionObjective | TaggerObjective:
+    """The training loss; ``classes`` (the training data's event classes) enable the tagging term."""
+    return CaptionObjective(model, config, classes) if isinstance(model, Captioner) else TaggerObjective(model)
 
 
 # --- the learning-rate schedule and the weight average ---------------------------------------------
@@ -435,12 +456,16 @@ def train(
     grow_vocab: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    max_minutes: float | None = None,
 ) -> TrainResult:
     """Train (or finetune, with ``init``) as ``config`` says, writing everything to ``out``.
 
     ``stop_after``: leave after that many steps of this run (with a checkpoint), as if interrupted;
     ``resume`` then continues from the newest checkpoint exactly where it stopped.
+    ``max_minutes``: the same, after that much wall time (a rented machine's lease); the step is
+    validated and checkpointed, so ``best/`` holds the best weights seen so far.
     """
+    deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
     out = Path(out)
     procs = setup_processes(config)
     if config.threads:
@@ -483,18 +508,20 @@ def train(
         logger.info(f"encoder initialised from {config.model.encoder_init} ({copied} tensors)")
     model.to(procs.device)
     ema = copy.deepcopy(model).eval() if config.optim.ema_decay > 0 else None
-    objective = make_objective(model, config)
+    objective = make_objective(model, config, data.classes).to(procs.device)
     wrapped: nn.Module = objective
     if procs.world_size > 1:
         device_ids = [procs.device.index] if procs.device.type == "cuda" else None
         wrapped = DistributedDataParallel(objective, device_ids=device_ids)
-    optimizer = make_optimizer(model, config.optim.learning_rate, config.optim.weight_decay)
+    optimizer = make_optimizer(objective, config.optim.learning_rate, config.optim.weight_decay)
     autocast, scaler = autocast_for(config, procs.device)
 
     start_step, best_score = 0, None
     if resume_from is not None:
         state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
+        if getattr(objective, "tag_head", None) is not None:
+            objective.tag_head.load_state_dict(state["tag_head"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
@@ -561,6 +588,7 @@ def train(
                 "step": step,
                 "model": model.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
+                "tag_head": objective.tag_head.state_dict() if getattr(objective, "tag_head", None) else None,
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None,
                 "best_score": best_score,
@@ -635,17 +663,32 @@ def train(
             history.append(record)
             log.write(record)
             bar.set_postfix(loss=f"{sums['total']:.3f}", lr=f"{rate:.2e}")
-        validating = done % config.validation.every == 0 or done == config.optim.steps
-        saving = done % config.checkpoint.every == 0 or done in (config.optim.steps, last_step)
+        out_of_time = deadline is not None and _agree(time.monotonic() > deadline, procs)
+        validating = done % config.validation.every == 0 or done == config.optim.steps or out_of_time
+        saving = done % config.checkpoint.every == 0 or done in (config.optim.steps, last_step) or out_of_time
         if validating:
             run_validation(done)
         if saving:
             save_checkpoint(done)
         if validating or saving:
             procs.barrier()  # the other ranks wait for rank 0's validation and checkpoint
+        if out_of_time:
+            if procs.is_main:
+                logger.info(f"--max-minutes {max_minutes:g} reached at step {done}; --resume continues")
+            last_step = done
+            break
     bar.close()
     log.close()
     return TrainResult(out, last_step, history, validations, best_score)
+
+
+def _agree(flag: bool, procs: Processes) -> bool:
+    """True on every rank when rank 0 says so (clocks differ; all ranks must stop at the same step)."""
+    if procs.world_size == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=procs.device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
 
 
 def _finetune_start(
