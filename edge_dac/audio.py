@@ -40,25 +40,34 @@ def check_samples(samples: np.ndarray, name: str) -> np.ndarray:
     return samples
 
 
-def decode_audio(data: bytes | io.BytesIO, name: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def _read(source, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """Samples and rate; with ``max_seconds``, only the start is decoded (long music files)."""
+    with soundfile.SoundFile(source) as handle:
+        frames = -1 if max_seconds is None else int(max_seconds * handle.samplerate)
+        return handle.read(frames, dtype="float32", always_2d=True), handle.samplerate
+
+
+def decode_audio(
+    data: bytes | io.BytesIO, name: str, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None
+) -> np.ndarray:
     """Decode in-memory audio bytes (e.g. a member of a zip archive) to mono float32."""
     source = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
-        samples, rate = soundfile.read(source, dtype="float32", always_2d=True)
+        samples, rate = _read(source, max_seconds)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         raise AudioError(f"{name}: not a readable audio file ({error}); use WAV, FLAC, OGG or MP3") from None
     return check_samples(resample(to_mono(samples), int(rate), sample_rate), name)
 
 
-def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Read an audio file as a mono float32 array at ``sample_rate``."""
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
+    """Read an audio file (its first ``max_seconds`` only, if given) as mono float32 at ``sample_rate``."""
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: file not found")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory; pass audio files (e.g. {path}/*.wav)")
     try:
-        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        samples, rate = _read(str(path), max_seconds)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
         reason = str(error).split(":", 1)[-1].strip() or "unknown format"
         raise AudioError(f"{path}: not a readable audio file ({reason}); use WAV, FLAC, OGG or MP3") from None

@@ -39,6 +39,7 @@ CACHE_ENV = "EDGE_DAC_CACHE"
 ARCHIVE_SUFFIXES = (".zip", ".pk3", ".wz", ".orgue")  # zip files, members after "!"
 SOUND_CATALOG_SUFFIX = ".cat"  # OpenTTD sound catalogs, members after "#"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKED_DIR, PACK_SUFFIX = "packed", ".opus"  # a source pack's recordings (edge_dac.data.pack)
 _RELATIVE_CATALOG = Path("..") / "shared" / "soundscape" / "catalog.csv"
 
 
@@ -228,18 +229,24 @@ def read_recording_bytes(row: CatalogRow, cache_dir: str | Path) -> bytes:
     return members[row.member]
 
 
-def read_recording(row: CatalogRow, cache_dir: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """A recording as mono float32 at ``sample_rate``, read from the fetch cache."""
+def read_recording(
+    row: CatalogRow, cache_dir: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None
+) -> np.ndarray:
+    """A recording as mono float32 at ``sample_rate``, read from the fetch cache (or a source pack,
+    ``edge_dac.data.pack``, where it holds the recording)."""
     name = f"{row.package}:{row.path}"
+    packed = Path(cache_dir) / PACKED_DIR / f"{row.md5}{PACK_SUFFIX}"
+    if packed.is_file():
+        return load_audio(packed, sample_rate, max_seconds)
     if row.member is None and row.format != "wavpack":
         path = recording_path(row, cache_dir)
         if not path.is_file():
             read_recording_bytes(row, cache_dir)  # raises the "run edge-dac data fetch" error
-        return load_audio(path, sample_rate)
+        return load_audio(path, sample_rate, max_seconds)
     data = read_recording_bytes(row, cache_dir)
     if data[:4] == b"wvpk":
-        return decode_audio(_unpack_wavpack(data, name), name, sample_rate)
-    return decode_audio(data, name, sample_rate)
+        return decode_audio(_unpack_wavpack(data, name), name, sample_rate, max_seconds)
+    return decode_audio(data, name, sample_rate, max_seconds)
 
 
 def _unpack_wavpack(data: bytes, name: str) -> bytes:

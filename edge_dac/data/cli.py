@@ -42,8 +42,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch.add_argument("--keep-debs", action="store_true", help="keep downloaded .deb files in CACHE/debs")
     fetch.set_defaults(func=run_fetch)
 
+    pack = data_subparsers.add_parser(
+        "pack",
+        help="copy the recordings a training run mixes from into a small, self-contained cache (Ogg/Opus)",
+        description="Decode the recordings of the chosen splits once (mono, 16 kHz, cropped) and store them as "
+        "Ogg/Opus with their own catalog.csv: a cache directory of tens of MB instead of GBs, for a training "
+        "machine that cannot fetch. Train from it with data.cache_dir: DIR and data.catalog: DIR/catalog.csv.",
+    )
+    pack.add_argument("--out", required=True, metavar="DIR", help="the pack directory (resumable)")
+    pack.add_argument("--splits", default="train,val", help="comma-separated splits (default: train,val)")
+    pack.add_argument("--packages", action="append", metavar="PKG[,PKG...]", help="default: every fetched package")
+    pack.add_argument("--max-seconds", type=float, default=12.0, help="crop longer recordings (default: 12)")
+    pack.add_argument(
+        "--speech-per-speaker", type=int, default=12, help="utterances kept per speaker and split (default: 12)"
+    )
+    pack.add_argument("--cache", metavar="DIR", help="fetch cache (default: $EDGE_DAC_CACHE or ~/.cache/edge-dac)")
+    pack.add_argument("--catalog", metavar="CSV", help="catalog.csv (default: ../shared/soundscape/catalog.csv)")
+    pack.set_defaults(func=run_pack)
+
     if register_build is not None:
         register_build(data_subparsers)
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from loguru import logger
+
+    from edge_dac.data.build import CorpusConfig, select_rows
+    from edge_dac.data.catalog import default_cache_dir
+    from edge_dac.data.pack import choose_rows, pack_sources
+
+    packages = [p for group in args.packages or [] for p in group.split(",") if p.strip()] or None
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    unknown = sorted(set(splits) - {"train", "val", "test"})
+    if unknown:
+        logger.error(f"--splits: unknown split {unknown[0]!r}; use train, val and/or test")
+        return 2
+    cache = Path(args.cache) if args.cache else default_cache_dir()
+    rows = select_rows(CorpusConfig(packages=packages), cache, args.catalog)
+    chosen = choose_rows(rows, splits, args.speech_per_speaker)
+    report = pack_sources(chosen, cache, args.out, max_seconds=args.max_seconds)
+    logger.info(report.summary())
+    return 0
 
 
 def run_fetch(args: argparse.Namespace) -> int:
