@@ -463,7 +463,8 @@ def train(
     ``stop_after``: leave after that many steps of this run (with a checkpoint), as if interrupted;
     ``resume`` then continues from the newest checkpoint exactly where it stopped.
     ``max_minutes``: the same, after that much wall time (a rented machine's lease); the step is
-    validated and checkpointed, so ``best/`` holds the best weights seen so far.
+    validated and checkpointed, so ``best/`` holds the best weights seen so far, and the learning-rate
+    schedule is squeezed so that its cosine ends by then (so such a run is not bit-reproducible).
     """
     deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
     out = Path(out)
@@ -612,8 +613,13 @@ def train(
         disable=not (progress and procs.is_main),
         dynamic_ncols=True,
     )
+    loop_start = time.monotonic()
     for step in bar:
-        rate = learning_rate(config, step)
+        schedule_step = step
+        if deadline is not None:  # the schedule is squeezed to end by the deadline (a time budget)
+            used = (time.monotonic() - loop_start) / max(deadline - loop_start, 1e-9)
+            schedule_step = int(_from_rank0(max(step, used * config.optim.steps), procs))
+        rate = learning_rate(config, schedule_step)
         for group in optimizer.param_groups:
             group["lr"] = rate
         model.train()
@@ -682,13 +688,18 @@ def train(
     return TrainResult(out, last_step, history, validations, best_score)
 
 
-def _agree(flag: bool, procs: Processes) -> bool:
-    """True on every rank when rank 0 says so (clocks differ; all ranks must stop at the same step)."""
+def _from_rank0(value: float, procs: Processes) -> float:
+    """Rank 0's value on every rank: decisions from clocks (which differ) must be the same everywhere."""
     if procs.world_size == 1:
-        return flag
-    value = torch.tensor([float(flag)], device=procs.device)
-    dist.broadcast(value, src=0)
-    return bool(value.item())
+        return value
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=procs.device)
+    dist.broadcast(tensor, src=0)
+    return float(tensor.item())
+
+
+def _agree(flag: bool, procs: Processes) -> bool:
+    """True on every rank when rank 0 says so (all ranks must stop at the same step)."""
+    return bool(_from_rank0(float(flag), procs))
 
 
 def _finetune_start(
