@@ -42,9 +42,10 @@ def check_samples(samples: np.ndarray, name: str) -> np.ndarray:
 
 def _read(source, max_seconds: float | None) -> tuple[np.ndarray, int]:
     """Samples and rate; with ``max_seconds``, only the start is decoded (long music files)."""
+    if max_seconds is None:  # soundfile.read also handles unseekable formats (GSM) of unknown length
+        return soundfile.read(source, dtype="float32", always_2d=True)
     with soundfile.SoundFile(source) as handle:
-        frames = -1 if max_seconds is None else int(max_seconds * handle.samplerate)
-        return handle.read(frames, dtype="float32", always_2d=True), handle.samplerate
+        return handle.read(int(max_seconds * handle.samplerate), dtype="float32", always_2d=True), handle.samplerate
 
 
 def decode_audio(
