@@ -111,12 +111,26 @@ def test_bad_arguments_are_one_line_errors(model_dir, tmp_path, args, expected):
     assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_no_default_model_is_a_clear_error_when_none_is_shipped(tmp_path, monkeypatch):
+def test_a_build_without_the_default_model_says_so(tmp_path, monkeypatch):
+    from edge_dac import caption
+    from edge_dac.errors import CheckpointError
+
+    monkeypatch.setattr(caption, "DEFAULT_MODEL_DIR", tmp_path / "model")
+    with pytest.raises(CheckpointError, match="no default model is shipped"):
+        caption.default_model_dir()
+
+
+def test_the_shipped_model_captions_a_demo_scene_with_no_model_flag():
     from edge_dac import caption
 
-    if (caption.DEFAULT_MODEL_DIR / "config.json").is_file():
-        pytest.skip("this build ships a default model")
+    weights = caption.DEFAULT_MODEL_DIR / "model.safetensors"
+    assert weights.is_file() and weights.stat().st_size < 50e6  # inside the wheel: well under 50 MB
+    scene = sorted((caption.DEFAULT_MODEL_DIR.parent / "demo").glob("*.flac"))[0]
     result = subprocess.run(
-        [sys.executable, "-m", "edge_dac", "caption", str(tmp_path / "x.wav")], capture_output=True, text=True
+        [sys.executable, "-m", "edge_dac", "caption", "--backend", "eager", str(scene)],
+        capture_output=True,
+        text=True,
     )
-    assert result.returncode == 2 and "no default model" in result.stderr
+    assert result.returncode == 0, result.stderr
+    caption_line = result.stdout.strip().splitlines()[-1]
+    assert len(caption_line.split()) >= 3, result.stdout
