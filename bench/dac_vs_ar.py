@@ -1,6 +1,6 @@
 """DAC against its autoregressive twin: quality, diversity and speed on the same clips, same machine, 1 thread.
 
-    python bench/dac_vs_ar.py --dac runs/dac-tiny --ar runs/ar-tiny --data corpus/manifest.jsonl --split test
+    python bench/dac_vs_ar.py --dac edge_dac/assets/model --ar models/ar-tiny --data corpus/manifest.jsonl --split test
     python bench/dac_vs_ar.py --limit 20          # random tiny models on the bundled demo scenes
 
 Systems: DAC at 1, 2, 4 and 8 denoising steps with K=1 and K=5 candidates; AR greedy and AR beam 3
