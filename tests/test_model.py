@@ -57,8 +57,9 @@ def test_dac_sampling_is_seeded():
     assert first == again
 
 
-def test_export_encoder_and_denoiser_step_with_dynamic_batch():
-    captioner = tiny_captioner("dac")
+@pytest.mark.parametrize("stem", ["conv1d", "cnn2d"])
+def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem):
+    captioner = tiny_captioner("dac", stem=stem)
     programs = export_graphs(captioner, max_batch=16)
     for batch in (1, 5):
         inputs = example_inputs(captioner, batch=batch)
@@ -99,12 +100,27 @@ def test_plan_windows_covers_the_file_and_aligns_the_tail():
     assert all(w.end - w.start == 100 for w in windows)
 
 
-@pytest.mark.parametrize("bad", [{"schedule": "linear"}, {"encoder_stride": 3}, {"kind": "gpt"}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"schedule": "linear"}, {"encoder_stride": 3}, {"kind": "gpt"}, {"encoder_stem": "vgg"},
+     {"encoder_stem": "cnn2d", "n_mels": 60}],
+)
 def test_bad_dims_are_refused(bad):
     from edge_dac.errors import CheckpointError
 
     with pytest.raises(CheckpointError):
         ModelDims.from_dict({**ModelDims(vocab_size=100).to_dict(), **bad})
+
+
+@pytest.mark.parametrize("stride", [1, 2, 4, 8])
+def test_cnn2d_encoder_shortens_time_by_its_stride_for_any_length(stride):
+    from edge_dac.model.encoder import AudioEncoder
+
+    dims = ModelDims(vocab_size=100, encoder_stem="cnn2d", encoder_channels=8, encoder_width=32, encoder_heads=4,
+                     encoder_layers=1, encoder_stride=stride, max_audio_seconds=2.0)
+    encoder = AudioEncoder(dims).eval()
+    for frames in (200, 199, 37):
+        assert encoder(torch.randn(2, dims.n_mels, frames)).shape == (2, -(-frames // stride), 32)
 
 
 def test_tokenizer_is_deterministic_and_keeps_whole_words():

@@ -100,11 +100,10 @@ def test_tiny_run_learns_and_writes_checkpoints(kind, dac_run, tmp_path):
 
 
 def test_resume_repeats_the_uninterrupted_run_exactly(soundscape_cache, dac_run, tmp_path):
-    config = load_train_config(
-        write_config(
-            tmp_path / "c.yaml", tiny_config(optim={"steps": 6}, validation={"every": 3}, checkpoint={"every": 100})
-        )
-    )
+    # The shipped recipe's parts (2-D CNN stem, tagging head with its own state) resume exactly too.
+    sections = {"optim": {"steps": 6}, "validation": {"every": 3}, "checkpoint": {"every": 100},
+                "model": {"encoder_stem": "cnn2d", "encoder_channels": 4}, "loss": {"tag_weight": 1.0}}
+    config = load_train_config(write_config(tmp_path / "c.yaml", tiny_config(**sections)))
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     for out in (whole, parts):  # the same tokenizer (its trainer is not deterministic across runs)
         out.mkdir()
@@ -118,8 +117,26 @@ def test_resume_repeats_the_uninterrupted_run_exactly(soundscape_cache, dac_run,
     assert curve(parts) == curve(whole)
     a = torch.load(whole / "checkpoints" / "step-0000006" / STATE_FILE, weights_only=False)
     b = torch.load(parts / "checkpoints" / "step-0000006" / STATE_FILE, weights_only=False)
-    for name in ("model", "ema"):
+    for name in ("model", "ema", "tag_head"):
         assert all(torch.equal(a[name][k], b[name][k]) for k in a[name]), name
+    assert "tag_bce" in curve(whole)[1]
+
+
+def test_max_minutes_stops_early_with_a_checkpoint_and_the_schedule_at_its_floor(soundscape_cache, dac_run, tmp_path):
+    config = load_train_config(
+        write_config(
+            tmp_path / "c.yaml",
+            tiny_config(optim={"steps": 100_000, "min_learning_rate": 1e-5}, validation={"every": 100_000},
+                        checkpoint={"every": 100_000}),
+        )
+    )
+    shutil.copy(dac_run / "tokenizer.json", tmp_path / "tokenizer.json")
+    result = train(config, tmp_path, progress=False, max_minutes=0.25)
+    assert 0 < result.step < 100_000
+    assert (tmp_path / "checkpoints" / f"step-{result.step:07d}" / STATE_FILE).is_file()
+    assert load_captioner(tmp_path / "best").dims.kind == "dac"  # validated at the stop
+    steps = [r for r in curve(tmp_path) if "lr" in r]
+    assert steps[-1]["step"] == result.step and steps[-1]["lr"] < 0.1 * config.optim.learning_rate
 
 
 @pytest.mark.slow  # two torchrun processes importing torch: ~20 s alone, ~45 s on a busy 2-core machine
