@@ -3,10 +3,9 @@
 One run, one thread (torch.set_num_threads(1), ONNX Runtime intra_op 1), batch 1 and 32, 10 s
 windows cut from the bundled demo scenes, the daemon's decoding (10 steps, 3 candidates). Each
 backend's captions are compared with eager's on the same windows (same seed): "same" must be all of
-them for fp32. There is no trained model yet, so the model is a randomly initialised DAC captioner
-with the shipped tiny dims (ModelDims defaults: width 192, 4 encoder + 4 decoder layers, stride 4,
-24 caption tokens, vocabulary ~1000 learnt from the caption lexicon): the speed is that of the real
-architecture, the captions are noise.
+them for fp32. The model is the shipped one (edge_dac/assets/model); ``--random`` instead builds a
+randomly initialised DAC captioner of the ModelDims defaults (conv1d stem, width 192, 4 + 4 layers),
+the setting of the first measurements.
 
     python bench/engines.py [--backends eager onnxruntime onnxruntime:int8 torch-compile] [--batches 1 32]
                             [--threads 1] [--model DIR] [--engines DIR] [--device cpu] [--json FILE]
@@ -30,6 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge_dac.caption import default_model_dir  # noqa: E402
 from edge_dac.engines import load_engine  # noqa: E402
 from edge_dac.engines.clips import demo_windows  # noqa: E402
 from edge_dac.errors import EdgeDacError  # noqa: E402
@@ -139,12 +139,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--candidates", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="measure each (backend, batch) about this long")
-    parser.add_argument("--model", type=Path, help="checkpoint (default: random weights with the shipped dims)")
+    parser.add_argument("--model", type=Path, help="checkpoint (default: the shipped model)")
+    parser.add_argument("--random", action="store_true", help="random weights of the ModelDims defaults instead")
     parser.add_argument("--engines", type=Path, help="engines folder (default: a temporary one, built fresh)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        model = args.model or bench_model(Path(scratch) / "bench-model")
+        model = bench_model(Path(scratch) / "bench-model") if args.random else args.model or default_model_dir()
         engines = args.engines or Path(scratch) / "engines"
         rows = run_bench(
             model, args.backends, args.batches, args.device, args.threads, engines, args.steps, args.candidates,
