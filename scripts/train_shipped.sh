@@ -3,13 +3,13 @@
 # fixed wall-clock budget; this is the command that produced edge_dac/assets/model and models/ar-tiny.
 #
 #   edge-dac data fetch && edge-dac data pack --out pack        # here: 33 MB of Ogg/Opus
-#   MINUTES=6.5 scripts/train_shipped.sh                         # on the GPU machine
+#   MINUTES=7 scripts/train_shipped.sh                           # on the GPU machine (stage 1)
 #
 # Results: $OUT (or runs/shipped)/{dac,ar}.tar: the run's best/ (EMA weights stored as fp16, half the
 # size; load_captioner copies them into fp32 parameters), metrics.jsonl and the log.
 set -euo pipefail
 PACK=${PACK:-pack}
-MINUTES=${MINUTES:-6.5}
+MINUTES=${MINUTES:-7}
 DEST=${OUT:-runs/shipped}
 mkdir -p "$DEST"
 if [ -d .whl ] && ! python3 -c "import pydantic, loguru, soundfile, soxr" 2>/dev/null; then
