@@ -137,6 +137,15 @@ def _load_catalog_cached(catalog: Path, mtime_ns: int) -> tuple[CatalogRow, ...]
     return tuple(rows)
 
 
+def write_catalog(rows: Iterable[CatalogRow], path: str | Path) -> None:
+    """Write rows in the catalog's own CSV format (what ``load_catalog`` reads back)."""
+    names = [f.name for f in fields(CatalogRow)]
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(_COLUMNS)
+        writer.writerows([getattr(row, name) for name in names] for row in rows)
+
+
 def default_cache_dir() -> Path:
     """``$EDGE_DAC_CACHE``, else ``$XDG_CACHE_HOME/edge-dac``, else ``~/.cache/edge-dac``."""
     if os.environ.get(CACHE_ENV):

@@ -73,7 +73,7 @@ def run_pack(args: argparse.Namespace) -> int:
     from edge_dac.data.catalog import default_cache_dir
     from edge_dac.data.pack import choose_rows, pack_sources
 
-    packages = [p for group in args.packages or [] for p in group.split(",") if p.strip()] or None
+    packages = package_list(args.packages)
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     unknown = sorted(set(splits) - {"train", "val", "test"})
     if unknown:
@@ -87,13 +87,18 @@ def run_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def package_list(groups: list[str] | None) -> list[str] | None:
+    """``--packages a,b --packages c`` -> ["a", "b", "c"]; None when none were named."""
+    return [p for group in groups or [] for p in group.split(",") if p.strip()] or None
+
+
 def run_fetch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edge_dac.data.catalog import default_cache_dir, load_catalog
     from edge_dac.data.fetch import SMALL_PACKAGES, fetch
 
-    packages = [p for group in args.packages or [] for p in group.split(",") if p.strip()] or None
+    packages = package_list(args.packages)
     if args.small:
         packages = (packages or []) + list(SMALL_PACKAGES)
     cache = Path(args.cache) if args.cache else default_cache_dir()

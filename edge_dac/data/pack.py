@@ -15,17 +15,16 @@ speaker the mixer can draw.
 
 from __future__ import annotations
 
-import csv
 import shutil
 from collections import defaultdict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from edge_dac.data.catalog import PACK_SUFFIX, PACKED_DIR, CatalogRow, read_recording
+from edge_dac.data.catalog import PACK_SUFFIX, PACKED_DIR, CatalogRow, read_recording, write_catalog
 from edge_dac.errors import AudioError, EdgeDacError
 
 
@@ -97,7 +96,7 @@ def pack_sources(
             partial.replace(target)
         kept.append(row)
         seconds += min(row.duration_s, max_seconds)
-    _write_catalog(kept, out / "catalog.csv")
+    write_catalog(kept, out / "catalog.csv")
     markers = out / "markers"
     markers.mkdir(exist_ok=True)
     for package in sorted({row.package for row in kept}):
@@ -109,11 +108,3 @@ def pack_sources(
     size = sum(path.stat().st_size for path in (out / PACKED_DIR).glob(f"*{PACK_SUFFIX}"))
     return PackReport(len(kept), seconds, size, skipped, out)
 
-
-def _write_catalog(rows: list[CatalogRow], path: Path) -> None:
-    columns = [f.name for f in fields(CatalogRow)]
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["class" if name == "class_name" else name for name in columns])
-        for row in rows:
-            writer.writerow([getattr(row, name) for name in columns])

@@ -40,13 +40,18 @@ class EventTagger(nn.Module):
         return self.head(self.encoder(mel).mean(dim=1))
 
     def targets(self, labels: list[set[str]]) -> torch.Tensor:
-        index = {name: i for i, name in enumerate(self.classes)}
-        targets = torch.zeros(len(labels), len(self.classes))
-        for row, names in enumerate(labels):
-            for name in names:
-                if name in index:
-                    targets[row, index[name]] = 1.0
-        return targets
+        return multi_hot(labels, self.classes)
+
+
+def multi_hot(labels: list[set[str]], classes: list[str]) -> torch.Tensor:
+    """(clips, classes) 0/1 targets: which of ``classes`` each clip holds (others are ignored)."""
+    index = {name: i for i, name in enumerate(classes)}
+    targets = torch.zeros(len(labels), len(classes))
+    for row, names in enumerate(labels):
+        for name in names:
+            if name in index:
+                targets[row, index[name]] = 1.0
+    return targets
 
 
 def save_tagger(tagger: EventTagger, path: str | Path, metadata: dict | None = None) -> Path:

@@ -69,7 +69,7 @@ from edge_dac.training.data import (
     validation_scenes,
 )
 from edge_dac.training.fit import make_optimizer, warmup_cosine
-from edge_dac.training.tagger import EventTagger, load_encoder_weights, save_tagger
+from edge_dac.training.tagger import EventTagger, load_encoder_weights, multi_hot, save_tagger
 from edge_dac.training.vocabulary import check_vocabulary, grow_vocabulary, refuse_unknown
 
 STATE_FILE = "trainer_state.pt"
@@ -157,12 +157,7 @@ class CaptionObjective(nn.Module):
         tokens, weights = self.captioner.caption_tokens(batch.captions)
         if self.tag_head is None:
             return tokens.to(device), weights.to(device)
-        index = {name: i for i, name in enumerate(self.classes)}
-        tags = torch.zeros(len(batch.labels), len(self.classes))
-        for row, names in enumerate(batch.labels):
-            for name in names & index.keys():
-                tags[row, index[name]] = 1.0
-        return tokens.to(device), weights.to(device), tags.to(device)
+        return tokens.to(device), weights.to(device), multi_hot(batch.labels, self.classes).to(device)
 
 
 class TaggerObjective(nn.Module):
