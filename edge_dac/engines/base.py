@@ -42,7 +42,7 @@ class Runner(Protocol):
     def context(self, windows: torch.Tensor, candidates: int) -> Any: ...
 
     def step(
-        self, noisy: torch.Tensor, t: torch.Tensor, self_cond: torch.Tensor, context: Any
+        self, noisy: torch.Tensor, t: torch.Tensor, self_cond: torch.Tensor, code: torch.Tensor, context: Any
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
@@ -57,8 +57,8 @@ class EagerRunner:
         features = self.captioner.encode_audio(windows)
         return self.decoder.candidate_kv(self.decoder.prepare_audio(features), candidates)
 
-    def step(self, noisy, t, self_cond, context):
-        return self.decoder.step(noisy, t, self_cond, context)
+    def step(self, noisy, t, self_cond, code, context):
+        return self.decoder.step(noisy, t, self_cond, code, context)
 
 
 class CaptionEngine:
@@ -111,7 +111,8 @@ class CaptionEngine:
             chunk = audio[first : first + per_call].to(self.device)
             context = self.runner.context(chunk, k)
             rows = noise[first * k : (first + chunk.shape[0]) * k].to(self.device)
-            tokens, log_probs = decoder.denoise(rows, context, options.steps, self.runner.step)
+            codes = decoder.candidate_codes(chunk.shape[0], k).to(self.device)
+            tokens, log_probs = decoder.denoise(rows, context, options.steps, self.runner.step, codes)
             tokens = tokens.view(-1, k, dims.max_caption_tokens).cpu()
             log_probs = log_probs.view(-1, k, dims.max_caption_tokens).float().cpu()
             results += [captioner.rank(tokens[i].tolist(), log_probs[i].tolist(), options) for i in range(len(tokens))]

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from edge_dac.engines.backend import Backend, gpu_fields
-from edge_dac.engines.graphs import CachedStepGraph, ContextGraph
+from edge_dac.engines.graphs import ContextGraph, StepGraph, step_arguments
 from edge_dac.model.captioner import Captioner
 
 CACHE_FOLDER = "inductor"
@@ -63,15 +63,16 @@ class CompiledRunner:
     def __init__(self, captioner: Captioner):
         options = {"freezing": True}
         self.context_graph = torch.compile(ContextGraph(captioner).eval(), dynamic=True, options=options)
-        self.step_graph = torch.compile(CachedStepGraph(captioner).eval(), dynamic=True, options=options)
+        self.step_graph = torch.compile(StepGraph(captioner).eval(), dynamic=True, options=options)
+        self.dims = captioner.dims
 
     def context(self, windows: torch.Tensor, candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.context_graph(windows)
         return keys.repeat_interleave(candidates, dim=0), values.repeat_interleave(candidates, dim=0)
 
-    def step(self, noisy, t, self_cond, context):
+    def step(self, noisy, t, self_cond, code, context):
         keys, values = context
-        return self.step_graph(noisy, t.contiguous(), self_cond, keys, values)
+        return self.step_graph(*step_arguments(self.dims, noisy, t.contiguous(), self_cond, code, keys, values))
 
     def warm_up(self, captioner: Captioner, device: str) -> None:
         """Compile now for batch 1 and for any batch (Inductor specialises size 1, the rest is one graph)."""
@@ -80,4 +81,5 @@ class CompiledRunner:
             for windows in (1, 2):
                 context = self.context(torch.zeros(windows, dims.max_audio_samples, device=device), 1)
                 latent = torch.zeros(windows, dims.max_caption_tokens, dims.embedding_dim, device=device)
-                self.step(latent, torch.ones(windows, device=device), latent.clone(), context)
+                code = torch.zeros(windows, dtype=torch.long, device=device)
+                self.step(latent, torch.ones(windows, device=device), latent.clone(), code, context)

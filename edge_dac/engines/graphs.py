@@ -1,12 +1,12 @@
-"""The two graphs every compiled backend runs: audio -> cross-attention keys/values, and one denoiser step.
+"""The two graphs every compiled backend runs, built from the model's own modules.
 
-``edge_dac.model.graphs`` exports the model as it is written: the denoiser step takes the audio
-context and projects it to keys and values in every layer, at every step, for every candidate.
-Those projections were half of the sampler's arithmetic for the shipped dims (250 frames against 24
-caption positions), yet they depend on the window alone. Here the audio graph ends with them, once
-per window, and the step graph reads them (``Attention(context_kv=...)``), which makes every
-compiled backend about twice as fast as exporting the model's own graphs. The eager backend keeps
-the model's own code path: it is the reference the others are checked against (same captions).
+Inference is two graphs: the audio side (front end, encoder, and every decoder layer's
+cross-attention keys and values) runs once per window; the denoiser step runs ``steps`` times per
+window and reads those keys and values (``DiffusionDecoder.forward(audio_kv=...)``). The keys and
+values depend on the window alone, and projecting them inside the step was half of the sampler's
+arithmetic for the shipped dims (250 frames against 24 caption positions). The step graph calls
+``DiffusionDecoder.forward`` itself, so the eager sampler and every compiled backend compute the
+same function by construction (the parity test checks the captions, not a copy of the code).
 """
 
 from __future__ import annotations
@@ -17,19 +17,30 @@ from torch.export import Dim, ExportedProgram
 
 from edge_dac.model.captioner import Captioner
 from edge_dac.model.diffusion import DiffusionDecoder
-from edge_dac.model.graphs import AudioGraph
-from edge_dac.model.layers import timestep_features
+from edge_dac.model.dims import ModelDims
 
 # Bump when what these graphs compute changes: it is part of every engine's cache key.
-GRAPH_VERSION = 1
+GRAPH_VERSION = 2
 # The step graph runs windows x candidates rows; engines with a fixed batch range (TensorRT) are
 # built for up to this many candidates per window and split larger requests.
 MAX_CANDIDATES = 8
 
 AUDIO_INPUTS = ("audio",)
 AUDIO_OUTPUTS = ("keys", "values")
-STEP_INPUTS = ("noisy", "t", "self_cond", "keys", "values")
 STEP_OUTPUTS = ("logits", "x0")
+
+
+def step_inputs(dims: ModelDims) -> tuple[str, ...]:
+    """The step graph's inputs; ``code`` (each row's wording code) only for a model with codes, since
+    exporters drop an input the graph never reads."""
+    names = ("noisy", "t", "self_cond", "keys", "values")
+    return (*names, "code") if dims.wording_codes else names
+
+
+def _dac_decoder(captioner: Captioner) -> DiffusionDecoder:
+    if not isinstance(captioner.decoder, DiffusionDecoder):
+        raise TypeError("compiled engines exist for DAC models only")
+    return captioner.decoder
 
 
 class ContextGraph(nn.Module):
@@ -37,38 +48,38 @@ class ContextGraph(nn.Module):
 
     def __init__(self, captioner: Captioner):
         super().__init__()
-        if not isinstance(captioner.decoder, DiffusionDecoder):
-            raise TypeError("compiled engines exist for DAC models only")
-        self.audio = AudioGraph(captioner)
-        self.blocks = captioner.decoder.blocks
+        self.frontend, self.encoder, self.decoder = captioner.frontend, captioner.encoder, _dac_decoder(captioner)
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        context = self.audio(audio)
-        pairs = [block.cross_attn.project_context(context) for block in self.blocks]
+        context = self.decoder.prepare_audio(self.encoder(self.frontend(audio)))
+        pairs = self.decoder.cross_attention_kv(context)
         return torch.stack([key for key, _ in pairs], dim=1), torch.stack([value for _, value in pairs], dim=1)
 
 
-class CachedStepGraph(nn.Module):
-    """``DiffusionDecoder.forward`` + x0 estimate, reading the precomputed cross-attention keys/values."""
+class StepGraph(nn.Module):
+    """One denoiser evaluation, ``DiffusionDecoder.step`` on stacked keys/values: -> (logits, x0)."""
 
     def __init__(self, captioner: Captioner):
         super().__init__()
-        if not isinstance(captioner.decoder, DiffusionDecoder):
-            raise TypeError("compiled engines exist for DAC models only")
-        self.decoder = captioner.decoder
+        self.decoder = _dac_decoder(captioner)
 
     def forward(
-        self, noisy: torch.Tensor, t: torch.Tensor, self_cond: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+        self,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        self_cond: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        code: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        decoder = self.decoder
-        # Same lines as DiffusionDecoder.forward, with context_kv in place of the audio context.
-        x = decoder.input_proj(torch.cat([noisy, self_cond], dim=-1))
-        time = decoder.time_mlp(timestep_features(t, x.shape[-1]))
-        x = x + decoder.positions[: x.shape[1]] + time[:, None, :]
-        for layer, block in enumerate(decoder.blocks):
-            x = block(x, context_kv=(keys[:, layer], values[:, layer]))
-        logits = decoder.lm_head(decoder.norm(x))
-        return logits, decoder.expected_embedding(logits)
+        audio_kv = [(keys[:, layer], values[:, layer]) for layer in range(keys.shape[1])]
+        return self.decoder.step(noisy, t, self_cond, code, audio_kv)
+
+
+def step_arguments(dims: ModelDims, noisy, t, self_cond, code, keys, values) -> tuple:
+    """The step graph's positional arguments, in ``step_inputs(dims)`` order."""
+    arguments = (noisy, t, self_cond, keys, values)
+    return (*arguments, code) if dims.wording_codes else arguments
 
 
 def example_inputs(captioner: Captioner, batch: int = 2) -> dict[str, tuple[torch.Tensor, ...]]:
@@ -86,7 +97,8 @@ def example_inputs(captioner: Captioner, batch: int = 2) -> dict[str, tuple[torc
     noisy = torch.randn(shape, generator=generator).to(device)
     self_cond = torch.randn(shape, generator=generator).to(device)
     t = torch.full((batch,), 0.5, device=device)
-    return {"audio": (audio,), "step": (noisy, t, self_cond, keys, values)}
+    code = (torch.arange(batch) % max(dims.wording_codes, 1)).to(device)
+    return {"audio": (audio,), "step": step_arguments(dims, noisy, t, self_cond, code, keys, values)}
 
 
 def export_programs(captioner: Captioner, max_windows: int = 1024) -> dict[str, ExportedProgram]:
@@ -98,6 +110,8 @@ def export_programs(captioner: Captioner, max_windows: int = 1024) -> dict[str, 
     with torch.no_grad():
         audio = torch.export.export(ContextGraph(captioner).eval(), inputs["audio"], dynamic_shapes=({0: windows},))
         step = torch.export.export(
-            CachedStepGraph(captioner).eval(), inputs["step"], dynamic_shapes=tuple({0: rows} for _ in STEP_INPUTS)
+            StepGraph(captioner).eval(),
+            inputs["step"],
+            dynamic_shapes=tuple({0: rows} for _ in step_inputs(captioner.dims)),
         )
     return {"audio": audio, "step": step}

@@ -21,7 +21,7 @@ import torch
 from loguru import logger
 
 from edge_dac.engines.backend import Backend
-from edge_dac.engines.graphs import AUDIO_INPUTS, AUDIO_OUTPUTS, STEP_INPUTS, STEP_OUTPUTS, export_programs
+from edge_dac.engines.graphs import AUDIO_INPUTS, AUDIO_OUTPUTS, STEP_OUTPUTS, export_programs, step_inputs
 from edge_dac.model.captioner import Captioner
 
 AUDIO_FILE = "audio.onnx"
@@ -55,7 +55,7 @@ class OnnxRuntimeBackend(Backend):
         programs = export_programs(captioner.cpu().eval())
         step_file = STEP_FP32_FILE if precision == "int8" else STEP_FILE
         _to_onnx(programs["audio"], folder / AUDIO_FILE, AUDIO_INPUTS, AUDIO_OUTPUTS)
-        _to_onnx(programs["step"], folder / step_file, STEP_INPUTS, STEP_OUTPUTS)
+        _to_onnx(programs["step"], folder / step_file, step_inputs(captioner.dims), STEP_OUTPUTS)
         if precision != "int8":
             return {}
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -108,17 +108,20 @@ class OnnxRuntimeRunner:
         providers = ["CPUExecutionProvider"]
         self.audio = onnxruntime.InferenceSession(str(audio_path), options, providers=providers)
         self.step_session = onnxruntime.InferenceSession(str(step_path), options, providers=providers)
+        self.reads_code = "code" in {node.name for node in self.step_session.get_inputs()}
 
     def context(self, windows: torch.Tensor, candidates: int) -> tuple[np.ndarray, np.ndarray]:
         keys, values = self.audio.run(list(AUDIO_OUTPUTS), {"audio": windows.numpy()})
         return np.repeat(keys, candidates, axis=0), np.repeat(values, candidates, axis=0)
 
-    def step(self, noisy, t, self_cond, context):
+    def step(self, noisy, t, self_cond, code, context):
         keys, values = context
         feeds = {
             "noisy": noisy.numpy(), "t": np.ascontiguousarray(t.numpy()), "self_cond": self_cond.numpy(),
             "keys": keys, "values": values,
         }
+        if self.reads_code:
+            feeds["code"] = np.ascontiguousarray(code.numpy())
         logits, x0 = self.step_session.run(list(STEP_OUTPUTS), feeds)
         return torch.from_numpy(logits), torch.from_numpy(x0)
 

@@ -97,7 +97,7 @@ class TensorRTBackend(Backend):
             specs = [
                 torch_tensorrt.Input(
                     min_shape=(low, *tensor.shape[1:]), opt_shape=(middle, *tensor.shape[1:]),
-                    max_shape=(high, *tensor.shape[1:]), dtype=torch.float32,
+                    max_shape=(high, *tensor.shape[1:]), dtype=tensor.dtype,
                 )
                 for tensor in example[name]
             ]
@@ -112,7 +112,8 @@ class TensorRTBackend(Backend):
     def load(self, captioner: Captioner, folder: Path, precision: str, device: str, threads: int | None):
         torch_tensorrt = import_torch_tensorrt()
         audio = torch_tensorrt.load(str(folder / AUDIO_FILE)).module()
-        return TensorRTRunner(audio, torch_tensorrt.load(str(folder / STEP_FILE)).module())
+        step = torch_tensorrt.load(str(folder / STEP_FILE)).module()
+        return TensorRTRunner(audio, step, reads_code=bool(captioner.dims.wording_codes))
 
 
 def _accepts(function, name: str) -> bool:
@@ -147,14 +148,18 @@ def _precision_settings(torch_tensorrt, precision: str) -> dict[str, Any]:
 
 
 class TensorRTRunner:
-    def __init__(self, audio_module, step_module):
+    def __init__(self, audio_module, step_module, reads_code: bool = False):
         self.audio_module, self.step_module = audio_module, step_module
+        self.reads_code = reads_code
 
     def context(self, windows: torch.Tensor, candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.audio_module(windows.contiguous())
         return keys.float().repeat_interleave(candidates, dim=0), values.float().repeat_interleave(candidates, dim=0)
 
-    def step(self, noisy, t, self_cond, context):
+    def step(self, noisy, t, self_cond, code, context):
         keys, values = context
-        logits, x0 = self.step_module(noisy.contiguous(), t.contiguous(), self_cond.contiguous(), keys, values)
+        arguments = (noisy.contiguous(), t.contiguous(), self_cond.contiguous(), keys, values)
+        if self.reads_code:
+            arguments += (code.contiguous(),)
+        logits, x0 = self.step_module(*arguments)
         return logits.float(), x0.float()

@@ -103,7 +103,8 @@ def decoding_alone(
     rows = audio.shape[0] * options.candidates
     noise = torch.randn((rows, captioner.dims.max_caption_tokens, captioner.dims.embedding_dim), generator=generator)
     noise = (noise * options.noise_scale).to(captioner.device)
-    return lambda: decoder.denoise(noise, context, options.steps, runner.step)
+    codes = decoder.candidate_codes(audio.shape[0], options.candidates).to(captioner.device)
+    return lambda: decoder.denoise(noise, context, options.steps, runner.step, codes)
 
 
 def generated_tokens(tokens: torch.Tensor, eos_id: int, pad_id: int) -> int:

@@ -18,11 +18,12 @@ from edge_dac.model.decoding import (
     DecodingOptions,
     collapse_repeated_words,
     cut_and_collapse,
+    is_broken,
     minimum_bayes_risk_order,
 )
 from edge_dac.model.diffusion import DiffusionDecoder
 from edge_dac.model.dims import ModelDims
-from edge_dac.model.encoder import AudioEncoder
+from edge_dac.model.encoder import AudioEncoder, EventHead
 from edge_dac.model.frontend import LogMel
 from edge_dac.model.tokenizer import BOS, EOS, PAD, decode_tokens, encode_caption
 
@@ -38,6 +39,9 @@ class Captioner(nn.Module):
         self.pad_id, self.bos_id, self.eos_id = tokenizer.convert_tokens_to_ids([PAD, BOS, EOS])
         self.frontend = LogMel(dims)
         self.encoder = AudioEncoder(dims)
+        # Frame-level event detection on the encoder's output; trained beside the captions, kept in
+        # the checkpoint so finetuning continues it.
+        self.events = EventHead(dims) if dims.event_classes else None
         self.decoder: DiffusionDecoder | ARDecoder
         if dims.kind == "dac":
             self.decoder = DiffusionDecoder(dims)
@@ -60,6 +64,15 @@ class Captioner(nn.Module):
     def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
         """(batch, samples) waveform -> (batch, frames, encoder_width) features."""
         return self.encoder(self.frontend(audio))
+
+    @torch.no_grad()
+    def detect_events(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame probabilities (batch, frames, classes) and clip probabilities (batch, classes) of
+        ``dims.event_classes``, from encoder features."""
+        if self.events is None:
+            raise ValueError("this model has no event detection head (dims.event_classes is empty)")
+        logits = self.events(features)
+        return torch.sigmoid(logits.float()), EventHead.clip_probabilities(logits)
 
     # -- text ------------------------------------------------------------------------------------
 
@@ -136,6 +149,8 @@ class Captioner(nn.Module):
         if rank == "mbr":
             order = minimum_bayes_risk_order([c.caption for c in candidates])
             candidates = [candidates[i] for i in order]
+        if options.prefer_whole:  # a stable sort: the order above among the whole ones, then the rest
+            candidates.sort(key=lambda c: is_broken(c.caption))
         return candidates[: options.candidates]
 
 

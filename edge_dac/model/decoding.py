@@ -14,7 +14,8 @@ class DecodingOptions:
     beam_size: AR only (1 = greedy); seed: makes DAC's starting noise reproducible;
     rank: "mbr" picks the candidate that agrees most with the others, "score" the most probable;
     "auto" is "mbr" for DAC's independent samples and "score" for AR beams (beams are not samples,
-    so their consensus is not a good estimate of the best caption).
+    so their consensus is not a good estimate of the best caption); prefer_whole: whole captions
+    come first, in that order, then the broken ones.
     """
 
     steps: int = 6
@@ -23,6 +24,7 @@ class DecodingOptions:
     seed: int | None = 0
     rank: str = "auto"
     noise_scale: float = 1.0
+    prefer_whole: bool = True  # rank whole captions before broken ones (``is_broken``)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -86,6 +88,27 @@ def collapse_repeated_words(text: str, max_phrase: int = 4) -> str:
             if changed:
                 break
     return " ".join(words)
+
+
+# Words a caption cannot end on, and that cannot follow an article: the fragments a parallel decoder
+# leaves where it averaged several wordings ("a gun fires and a twice and a", "a drum an a with").
+ARTICLES = frozenset({"a", "an", "the"})
+FUNCTION_WORDS = ARTICLES | frozenset(
+    {
+        "and", "or", "but", "while", "as", "then", "with", "without", "in", "on", "at", "of", "by", "for",
+        "from", "to", "into", "onto", "over", "under", "near", "during", "before", "after", "behind",
+        "through", "across", "is", "are", "its", "their", "some", "that", "which", "who", "followed", ",",
+    }
+)
+
+
+def is_broken(caption: str) -> bool:
+    """A caption that is not a whole phrase: empty, ending in a function word, or with an article
+    right before a function word ("a with", "the and")."""
+    words = caption.replace(",", " , ").split()
+    if not words or words[-1] in FUNCTION_WORDS:
+        return True
+    return any(word in ARTICLES and after in FUNCTION_WORDS for word, after in zip(words, words[1:], strict=False))
 
 
 def _ngram_f1(a: list[str], b: list[str]) -> float:

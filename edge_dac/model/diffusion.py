@@ -60,6 +60,10 @@ class DiffusionDecoder(nn.Module):
         self.input_proj = nn.Linear(2 * emb, width)  # noisy latent ++ self-conditioning estimate
         self.positions = nn.Parameter(torch.randn(dims.max_caption_tokens, width) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        # One vector per wording code, added at every position (like the time embedding).
+        self.wording = nn.Embedding(dims.wording_codes, width) if dims.wording_codes else None
+        if self.wording is not None:
+            nn.init.normal_(self.wording.weight, std=0.02)
         self.audio_proj = nn.Linear(dims.encoder_width, width)
         self.blocks = nn.ModuleList(
             Block(width, dims.decoder_heads, cross_attention=True, dropout=dims.dropout)
@@ -101,11 +105,14 @@ class DiffusionDecoder(nn.Module):
         self_cond: torch.Tensor,
         audio: torch.Tensor | None = None,
         audio_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        code: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits over the vocabulary, (batch, length, vocab), from x_t, t and the projected audio
-        (or its precomputed cross-attention keys and values)."""
+        """Logits over the vocabulary, (batch, length, vocab), from x_t, t, the wording code of each
+        row (batch,) and the projected audio (or its precomputed cross-attention keys and values)."""
         x = self.input_proj(torch.cat([noisy, self_cond], dim=-1))
         time = self.time_mlp(timestep_features(t, x.shape[-1]))
+        if self.wording is not None:
+            time = time + self.wording(torch.zeros_like(t, dtype=torch.long) if code is None else code)
         x = x + self.positions[: x.shape[1]] + time[:, None, :]
         for index, block in enumerate(self.blocks):
             x = block(x, context=audio, context_kv=None if audio_kv is None else audio_kv[index])
@@ -133,6 +140,7 @@ class DiffusionDecoder(nn.Module):
         unroll_prob: float = 0.5,
         mse_weight: float = 1.0,
         generator: torch.Generator | None = None,
+        codes: torch.Tensor | None = None,
     ) -> DiffusionLosses:
         """Denoising loss on a batch of fixed-length token sequences (padded with [EOS]).
 
@@ -155,13 +163,13 @@ class DiffusionDecoder(nn.Module):
             use_self_cond = torch.rand(batch, device=device, generator=generator) < self_cond_prob
             unroll = use_self_cond & (torch.rand(batch, device=device, generator=generator) < unroll_prob)
             with torch.no_grad():
-                first = self.expected_embedding(self(noisy, t, self_cond, audio))
+                first = self.expected_embedding(self(noisy, t, self_cond, audio, code=codes))
                 t_next = t * torch.rand(batch, device=device, generator=generator)
                 stepped = self.ddim_step(noisy, first, t, t_next)
             self_cond = torch.where(use_self_cond[:, None, None], first, self_cond)
             noisy = torch.where(unroll[:, None, None], stepped, noisy)
             t = torch.where(unroll, t_next, t)
-        logits = self(noisy, t, self_cond, audio)
+        logits = self(noisy, t, self_cond, audio, code=codes)
         token_loss = F.cross_entropy(logits.transpose(1, 2).float(), tokens, reduction="none")
         cross_entropy = (token_loss * token_weights).sum() / token_weights.sum()
         x0_mse = (self.expected_embedding(logits) - x0.detach()).square().mean(-1)
@@ -186,8 +194,15 @@ class DiffusionDecoder(nn.Module):
         x = torch.randn(
             (rows, length, emb), generator=generator, device=audio_features.device, dtype=audio_features.dtype
         )
-        tokens, log_probs = self.denoise(x * noise_scale, audio_kv, steps)
+        codes = self.candidate_codes(audio_features.shape[0], candidates).to(audio_features.device)
+        tokens, log_probs = self.denoise(x * noise_scale, audio_kv, steps, codes=codes)
         return tokens.view(-1, candidates, length), log_probs.view(-1, candidates, length)
+
+    def candidate_codes(self, clips: int, candidates: int) -> torch.Tensor:
+        """The wording code of each (clip, candidate) row: candidate k writes wording k (cycling), so
+        K candidates are K wordings; all zeros for a model without codes."""
+        codes = torch.arange(candidates) % max(self.dims.wording_codes, 1)
+        return codes.repeat(clips)
 
     def candidate_kv(self, audio: torch.Tensor, candidates: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cross-attention keys and values of each clip, repeated for its ``candidates`` rows."""
@@ -201,10 +216,11 @@ class DiffusionDecoder(nn.Module):
         noisy: torch.Tensor,
         t: torch.Tensor,
         self_cond: torch.Tensor,
+        code: torch.Tensor,
         audio_kv: list[tuple[torch.Tensor, torch.Tensor]],
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One sampler step in eager PyTorch: logits and the x0 estimate (their expected embedding)."""
-        logits = self(noisy, t, self_cond, audio_kv=audio_kv)
+        logits = self(noisy, t, self_cond, audio_kv=audio_kv, code=code)
         return logits, self.expected_embedding(logits)
 
     @torch.no_grad()
@@ -213,25 +229,30 @@ class DiffusionDecoder(nn.Module):
         noise: torch.Tensor,
         context: Any,
         steps: int,
-        step_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]]
+        step_fn: Callable[
+            [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]
+        ]
         | None = None,
+        codes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The DDIM loop from starting noise (rows, length, emb): token ids and log-probabilities, (rows, length).
 
-        ``step_fn(x_t, t, self_cond, context) -> (logits, x0)`` is one denoiser evaluation; it defaults
+        ``step_fn(x_t, t, self_cond, code, context) -> (logits, x0)`` is one denoiser evaluation; it defaults
         to :meth:`step` with ``context`` the audio's cross-attention keys and values per candidate
         row. Compiled engines pass their own graph (and whatever context it reads), so every backend
         runs this same loop on the same noise.
         """
         step_fn = step_fn or self.step
         rows = noise.shape[0]
+        if codes is None:
+            codes = torch.zeros(rows, dtype=torch.long, device=noise.device)
         x = noise
         self_cond = torch.zeros_like(x)
         times = torch.linspace(1.0, 0.0, steps + 1, device=x.device)
         logits = None
         for i in range(steps):
             t = times[i].expand(rows)
-            logits, x0 = step_fn(x, t, self_cond, context)
+            logits, x0 = step_fn(x, t, self_cond, codes, context)
             self_cond = x0
             if i + 1 < steps:
                 x = self.ddim_step(x, x0, times[i].expand(rows), times[i + 1].expand(rows))

@@ -46,6 +46,18 @@ class ModelDims:
     embedding_dim: int = 64
     schedule: Literal["sqrt", "cosine"] = "sqrt"
     embedding_scale: float = 1.0
+    # wording codes (kind == "dac"): the denoiser is told which caption wording (template family)
+    # to write, so it does not average several wordings into function words; each of K candidates
+    # gets its own code. 0 = off (a checkpoint from before the codes).
+    wording_codes: int = 0
+
+    # sound event detection head on the encoder frames (both kinds): frame-level class logits,
+    # trained from the mixer's event times; the class names are part of the checkpoint.
+    event_classes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # config.json holds a list; a frozen dataclass must hold something hashable.
+        object.__setattr__(self, "event_classes", tuple(self.event_classes))
 
     @property
     def max_audio_samples(self) -> int:
@@ -58,6 +70,11 @@ class ModelDims:
     @property
     def max_encoder_frames(self) -> int:
         return -(-self.max_mel_frames // self.encoder_stride)
+
+    @property
+    def encoder_frame_seconds(self) -> float:
+        """Seconds of audio per encoder output frame (the event head's time resolution)."""
+        return self.encoder_stride * self.hop_length / self.sample_rate
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -92,6 +109,10 @@ class ModelDims:
             problems.append(f"encoder_stride must be 1, 2, 4 or 8, got {self.encoder_stride}")
         if self.encoder_width % self.encoder_heads or self.decoder_width % self.decoder_heads:
             problems.append("widths must be divisible by their numbers of heads")
+        if self.wording_codes < 0:
+            problems.append(f"wording_codes must be >= 0, got {self.wording_codes}")
+        if len(set(self.event_classes)) != len(self.event_classes):
+            problems.append("event_classes must be distinct")
         if self.vocab_size < 8:
             problems.append(f"vocab_size must be at least 8, got {self.vocab_size}")
         if problems:

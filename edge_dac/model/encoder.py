@@ -73,3 +73,26 @@ class AudioEncoder(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+
+class EventHead(nn.Module):
+    """Sound event detection on the encoder frames: per-frame logits of each event class.
+
+    Clip-level probabilities pool the frame probabilities by linear-softmax pooling,
+    sum(p^2) / sum(p) over time: louder-than-average frames dominate, so a short event in a long
+    clip still counts, where mean pooling dilutes it and max pooling trains a single frame.
+    """
+
+    def __init__(self, dims: ModelDims):
+        super().__init__()
+        self.frame = nn.Linear(dims.encoder_width, len(dims.event_classes))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(batch, frames, encoder_width) -> (batch, frames, classes) logits."""
+        return self.frame(features)
+
+    @staticmethod
+    def clip_probabilities(frame_logits: torch.Tensor) -> torch.Tensor:
+        """(batch, frames, classes) logits -> (batch, classes) probabilities."""
+        p = torch.sigmoid(frame_logits.float())
+        return (p * p).sum(dim=1) / p.sum(dim=1).clamp_min(1e-6)

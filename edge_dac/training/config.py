@@ -23,7 +23,7 @@ from edge_dac.model.dims import ModelDims
 
 # ModelDims fields that the config does not set: the decoder kind is top-level, the vocabulary size
 # comes from the tokenizer.
-_NOT_IN_MODEL_SECTION = ("kind", "vocab_size")
+_NOT_IN_MODEL_SECTION = ("kind", "vocab_size", "event_classes")
 
 
 def _model_section() -> type[StrictModel]:
@@ -121,10 +121,22 @@ class LossSection(StrictModel):
     tag_weight: float = Field(
         0.0,
         ge=0.0,
-        description="weight of an auxiliary event-tagging loss on the encoder (both kinds; 0: off). The "
-        "caption loss alone teaches the encoder slowly which events it hears; a tagging head on the pooled "
-        "encoder features gives it a direct signal. The head is dropped from the exported model.",
+        description="weight of the clip-level event-tagging loss (both kinds; 0: off): binary cross-entropy "
+        "of the event head's pooled clip probabilities, summed over classes and averaged over clips. The "
+        "caption loss alone teaches the encoder slowly which events it hears; tagging gives it a direct signal.",
     )
+    sed_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="weight of the frame-level sound-event-detection loss (both kinds; 0: off): binary "
+        "cross-entropy of the event head's frame logits against the mixer's event times, summed over classes "
+        "and averaged over frames and clips. Either weight > 0 gives the model an event head (kept in the "
+        "checkpoint, so finetuning continues it).",
+    )
+
+    @property
+    def event_head(self) -> bool:
+        return self.tag_weight > 0 or self.sed_weight > 0
 
 
 class ValidationSection(StrictModel):
@@ -180,9 +192,10 @@ class TrainConfig(StrictModel):
             raise ValueError(f"optim.batch_size {self.optim.batch_size} must be a multiple of micro_batch_size {micro}")
         return self
 
-    def dims(self, vocab_size: int) -> ModelDims:
+    def dims(self, vocab_size: int, event_classes: tuple[str, ...] = ()) -> ModelDims:
         values = self.model.model_dump(exclude={"encoder_init"})
-        return ModelDims(kind=self.kind, vocab_size=vocab_size, **values)
+        classes = tuple(event_classes) if self.loss.event_head else ()
+        return ModelDims(kind=self.kind, vocab_size=vocab_size, event_classes=classes, **values)
 
     def shards(self, world_size: int) -> int:
         """Shards of one global batch (micro-batches over all ranks); checks that the sizes divide."""

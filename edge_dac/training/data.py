@@ -44,6 +44,15 @@ from edge_dac.training.config import AugmentSection
 
 _SCENE, _POOL, _CAPTION, _AUGMENT = 1, 2, 3, 4  # streams of derive_seed, so they never collide
 
+# Wording code of each caption family (DAC's ``wording_codes``): candidate k of a window writes
+# wording k, so the plainest family comes first (one candidate writes a plain listing).
+WORDINGS = ("listing", "narrative", "gerund", "setting_first", "anchored")
+
+
+def wording_code(family: str | None) -> int:
+    """The code of a caption family; captions of unknown family (a manifest, silence) get code 0."""
+    return WORDINGS.index(family) if family in WORDINGS else 0
+
 
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed that depends only on ``parts`` (non-negative integers)."""
@@ -60,11 +69,38 @@ class Batch:
     labels: list[set[str]]
     audio: torch.Tensor | None = None  # (batch, samples)
     mel: torch.Tensor | None = None  # (batch, n_mels, frames)
+    codes: list[int] | None = None  # wording code of each caption
+    events: list[list[tuple[str, float, float]]] | None = None  # (class, onset s, offset s) per clip, if known
 
 
 def fit_samples(audio: np.ndarray, samples: int) -> np.ndarray:
     """Crop or zero-pad a waveform to exactly ``samples``."""
     return audio[:samples] if audio.size >= samples else np.pad(audio, (0, samples - audio.size))
+
+
+def scene_events(events: Sequence[dict]) -> list[tuple[str, float, float]]:
+    """(class, onset, offset) of a scene's or manifest item's events (those with times)."""
+    return [
+        (str(e.get("class") or e.get("label")), float(e["onset"]), float(e["offset"]))
+        for e in events
+        if "onset" in e and "offset" in e
+    ]
+
+
+def frame_targets(
+    events: Sequence[Sequence[tuple[str, float, float]]], classes: Sequence[str], frames: int, frame_seconds: float
+) -> torch.Tensor:
+    """(clips, frames, classes) 0/1 sound-event-detection targets: frame f is on for a class when its
+    centre, (f + 0.5) * frame_seconds, lies within one of that class's events."""
+    index = {name: i for i, name in enumerate(classes)}
+    targets = torch.zeros(len(events), frames, len(classes))
+    centres = (np.arange(frames) + 0.5) * frame_seconds
+    for row, clip in enumerate(events):
+        for name, onset, offset in clip:
+            if name in index:
+                on = torch.from_numpy((centres >= onset) & (centres < offset))
+                targets[row, on, index[name]] = 1.0
+    return targets
 
 
 def labels_of_item(item: CaptionItem) -> set[str]:
@@ -108,7 +144,7 @@ class MixedScenes:
         return derive_seed(self.seed, _POOL, index)
 
     def batch(self, step: int, shard: int, size: int) -> Batch:
-        audio, captions, labels = [], [], []
+        audio, captions, labels, codes, events = [], [], [], [], []
         for index in range(size):
             scene_seed = self.scene_seed(step, shard, index)
             if self.augmenting is not None:
@@ -117,24 +153,31 @@ class MixedScenes:
             pick = np.random.default_rng(derive_seed(self.seed, _CAPTION, step, shard, index))
             audio.append(fit_samples(scene.audio, self.samples))
             choices = [
-                caption
+                (caption, family)
                 for caption, family in zip(scene.captions, scene.families, strict=True)
                 if self.families is None or family in self.families or family == "silence"
-            ] or scene.captions
-            captions.append(choices[int(pick.integers(len(choices)))])
+            ] or list(zip(scene.captions, scene.families, strict=True))
+            caption, family = choices[int(pick.integers(len(choices)))]
+            captions.append(caption)
+            codes.append(wording_code(family))
             labels.append({event["class"] for event in scene.events})
-        return Batch(captions=captions, labels=labels, audio=torch.from_numpy(np.stack(audio)))
+            events.append(scene_events(scene.events))
+        return Batch(
+            captions=captions, labels=labels, audio=torch.from_numpy(np.stack(audio)), codes=codes, events=events
+        )
 
 
 class CachedClips:
     """Micro-batches of a manifest's clips, from log-mels cached on disk."""
 
     def __init__(
-        self, mel: np.ndarray, captions: Sequence[list[str]], labels: Sequence[set[str]], seed: int, shards: int
+        self, mel: np.ndarray, captions: Sequence[list[str]], labels: Sequence[set[str]], seed: int, shards: int,
+        events: Sequence[list[tuple[str, float, float]]] | None = None,
     ):
         self.mel = mel
         self.captions = captions
         self.labels = labels
+        self.events = events
         self.seed = seed
         self.shards = shards
         self._order: tuple[int, np.ndarray] | None = None
@@ -155,7 +198,8 @@ class CachedClips:
             rows.append(row)
             captions.append(references[int(pick.integers(len(references)))])
         mel = torch.from_numpy(np.stack([np.asarray(self.mel[row], dtype=np.float32) for row in rows]))
-        return Batch(captions=captions, labels=[set(self.labels[row]) for row in rows], mel=mel)
+        events = [list(self.events[row]) for row in rows] if self.events is not None else None
+        return Batch(captions=captions, labels=[set(self.labels[row]) for row in rows], mel=mel, events=events)
 
 
 class StepBatches(IterableDataset):

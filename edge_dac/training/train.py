@@ -22,6 +22,7 @@ trains the same model as several DDP processes with the same global batch.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import random
@@ -51,7 +52,9 @@ from edge_dac.data.mixer import SceneMixer
 from edge_dac.errors import ConfigError, EdgeDacError
 from edge_dac.evaluation.events import event_f1
 from edge_dac.model import Captioner, DecodingOptions, load_captioner, save_captioner, train_tokenizer
+from edge_dac.model.decoding import is_broken
 from edge_dac.model.diffusion import DiffusionDecoder
+from edge_dac.model.encoder import EventHead
 from edge_dac.model.tokenizer import load_tokenizer, save_tokenizer
 from edge_dac.training.augment import mask_features
 from edge_dac.training.config import TrainConfig
@@ -62,9 +65,11 @@ from edge_dac.training.data import (
     StepBatches,
     ValidationSet,
     derive_seed,
+    frame_targets,
     keep_batch,
     labels_of_item,
     manifest_features,
+    scene_events,
     validation_items,
     validation_scenes,
 )
@@ -125,39 +130,63 @@ def autocast_for(config: TrainConfig, device: torch.device):
 
 
 class CaptionObjective(nn.Module):
-    """The captioner's training loss from log-mels (so features can be masked or cached);
-    a module so that DistributedDataParallel can wrap it. With ``classes`` and ``loss.tag_weight``,
-    an event-tagging head on the time-pooled encoder features adds a multi-label BCE term."""
+    """The captioner's training loss from log-mels (so features can be masked or cached); a module
+    so that DistributedDataParallel can wrap it.
 
-    def __init__(self, captioner: Captioner, config: TrainConfig, classes: list[str] | None = None):
+    With an event head (``loss.sed_weight`` / ``loss.tag_weight``), frame-level detection against
+    the mixer's event times and clip-level tagging add binary cross-entropies, each summed over the
+    classes (a BCE averaged over ~175 classes, ~3 of them present, is ~50x smaller than the caption
+    loss and teaches the shared encoder nothing; docs/dac-recipe.md).
+    """
+
+    def __init__(self, captioner: Captioner, config: TrainConfig):
         super().__init__()
         self.captioner = captioner
-        self.loss_options = config.loss.model_dump(exclude={"tag_weight"})
-        self.tag_weight = config.loss.tag_weight if classes else 0.0
-        self.classes = list(classes or [])
-        self.tag_head = nn.Linear(captioner.dims.encoder_width, len(self.classes)) if self.tag_weight else None
+        self.loss_options = config.loss.model_dump(exclude={"tag_weight", "sed_weight"})
+        self.sed_weight, self.tag_weight = config.loss.sed_weight, config.loss.tag_weight
 
     def forward(
-        self, mel: torch.Tensor, tokens: torch.Tensor, weights: torch.Tensor, tags=None, generator=None
+        self,
+        mel: torch.Tensor,
+        tokens: torch.Tensor,
+        weights: torch.Tensor,
+        codes: torch.Tensor | None = None,
+        clip_targets: torch.Tensor | None = None,
+        frame_targets: torch.Tensor | None = None,
+        generator=None,
     ) -> dict:
         features = self.captioner.encoder(mel)
         decoder = self.captioner.decoder
         if isinstance(decoder, DiffusionDecoder):
-            losses = dict(vars(decoder.loss(tokens, features, weights, generator=generator, **self.loss_options)))
+            losses = dict(
+                vars(decoder.loss(tokens, features, weights, generator=generator, codes=codes, **self.loss_options))
+            )
         else:
             losses = dict(vars(decoder.loss(tokens, features)))
-        if self.tag_head is not None and tags is not None:
-            pooled = 0.5 * (features.mean(dim=1) + features.amax(dim=1))  # PANNs' mean + max pooling
-            bce = F.binary_cross_entropy_with_logits(self.tag_head(pooled).float(), tags)
-            losses["tag_bce"] = bce
-            losses["total"] = losses["total"] + self.tag_weight * bce
+        head = self.captioner.events
+        if head is not None and clip_targets is not None:
+            frame_logits = head(features).float()
+            clip = EventHead.clip_probabilities(frame_logits).clamp(1e-6, 1 - 1e-6)
+            losses["tag_bce"] = F.binary_cross_entropy(clip, clip_targets, reduction="none").sum(-1).mean()
+            losses["total"] = losses["total"] + self.tag_weight * losses["tag_bce"]
+            if frame_targets is not None:
+                bce = F.binary_cross_entropy_with_logits(frame_logits, frame_targets, reduction="none")
+                losses["sed_bce"] = bce.sum(-1).mean()
+                losses["total"] = losses["total"] + self.sed_weight * losses["sed_bce"]
         return losses
 
-    def inputs(self, batch: Batch, device: torch.device) -> tuple[torch.Tensor, ...]:
-        tokens, weights = self.captioner.caption_tokens(batch.captions)
-        if self.tag_head is None:
-            return tokens.to(device), weights.to(device)
-        return tokens.to(device), weights.to(device), multi_hot(batch.labels, self.classes).to(device)
+    def inputs(self, batch: Batch, device: torch.device) -> tuple[torch.Tensor | None, ...]:
+        captioner = self.captioner
+        tokens, weights = captioner.caption_tokens(batch.captions)
+        codes = torch.tensor(batch.codes) if batch.codes is not None and captioner.dims.wording_codes else None
+        clip = frames = None
+        if captioner.events is not None:
+            classes = captioner.dims.event_classes
+            clip = multi_hot(batch.labels, list(classes))
+            if batch.events is not None:
+                dims = captioner.dims
+                frames = frame_targets(batch.events, classes, dims.max_encoder_frames, dims.encoder_frame_seconds)
+        return tuple(None if x is None else x.to(device) for x in (tokens, weights, codes, clip, frames))
 
 
 class TaggerObjective(nn.Module):
@@ -177,11 +206,9 @@ class TaggerObjective(nn.Module):
         return (self.tagger.targets(batch.labels).to(device),)
 
 
-def make_objective(
-    model: nn.Module, config: TrainConfig, classes: list[str] | None = None
-) -> CaptionObjective | TaggerObjective:
-    """The training loss; ``classes`` (the training data's event classes) enable the tagging term."""
-    return CaptionObjective(model, config, classes) if isinstance(model, Captioner) else TaggerObjective(model)
+def make_objective(model: nn.Module, config: TrainConfig) -> CaptionObjective | TaggerObjective:
+    """The training loss of a captioner or a tagger."""
+    return CaptionObjective(model, config) if isinstance(model, Captioner) else TaggerObjective(model)
 
 
 # --- the learning-rate schedule and the weight average ---------------------------------------------
@@ -290,7 +317,10 @@ def _manifest_data(config: TrainConfig, dims, cache: Path, procs: Processes, sha
     procs.barrier()
     mel = manifest_features(items, dims, cache, progress=False)
     labels = [labels_of_item(item) for item in items]
-    source = CachedClips(mel, [item.captions for item in items], labels, config.seed, shards)
+    # Frame-level targets only where every clip's events carry their times (a built corpus).
+    timed = all(item.events and all("onset" in e and "offset" in e for e in item.events) for item in items)
+    events = [scene_events(item.events) for item in items] if timed else None
+    source = CachedClips(mel, [item.captions for item in items], labels, config.seed, shards, events)
     validation = [validation_items("val", val_items, dims, cache)] if procs.is_main else []
     captions = [c for item in items for c in item.captions]
     classes = sorted(set().union(*labels))
@@ -348,7 +378,7 @@ def validate(model: nn.Module, sets: list[ValidationSet], config: TrainConfig, d
     size = config.validation.batch_size
     for subset in sets:
         generator = torch.Generator(device=device).manual_seed(_VAL_SEED)
-        totals, predicted, examples = {}, [], []
+        totals, predicted, examples, detected = {}, [], [], []
         for start in range(0, len(subset), size):
             stop = min(start + size, len(subset))
             mel = torch.from_numpy(subset.mel[start:stop].astype(np.float32)).to(device)
@@ -368,13 +398,20 @@ def validate(model: nn.Module, sets: list[ValidationSet], config: TrainConfig, d
                 best = [candidates[0].caption for candidates in model.generate(audio, options)]
                 predicted += [lexicon.labels_in_caption(caption) for caption in best]
                 examples += best
+                if model.events is not None:  # the encoder's own hearing, apart from the captions
+                    _, clip = model.detect_events(model.encoder(mel))
+                    classes = model.dims.event_classes
+                    detected += [{classes[i] for i in torch.nonzero(row > 0.5).flatten().tolist()} for row in clip]
         for name, value in totals.items():
             results[f"{subset.name}/{'loss' if name == 'total' else name}"] = value / len(subset)
         scores = event_f1(predicted, subset.labels)
         results[f"{subset.name}/event_f1"] = scores["f1"]
         results[f"{subset.name}/event_precision"] = scores["precision"]
         results[f"{subset.name}/event_recall"] = scores["recall"]
+        if detected:
+            results[f"{subset.name}/sed_f1"] = event_f1(detected, subset.labels)["f1"]
         if examples:
+            results[f"{subset.name}/broken"] = sum(map(is_broken, examples)) / len(examples)
             results[f"{subset.name}/examples"] = [
                 {"generated": g, "reference": r[0]} for g, r in zip(examples[:3], subset.captions[:3], strict=False)
             ]
@@ -496,7 +533,7 @@ def train(
         model = _finetune_start(initial, data, config, grow_vocab, out, procs)
     else:
         tokenizer = build_tokenizer(config, data, out, procs)
-        model = Captioner(config.dims(len(tokenizer)), tokenizer)
+        model = Captioner(config.dims(len(tokenizer), tuple(data.classes)), tokenizer)
     if initial is not None:
         logger.info(f"finetuning {init}: its dims and tokenizer are kept (the config's model section is not used)")
     elif config.model.encoder_init:
@@ -504,7 +541,7 @@ def train(
         logger.info(f"encoder initialised from {config.model.encoder_init} ({copied} tensors)")
     model.to(procs.device)
     ema = copy.deepcopy(model).eval() if config.optim.ema_decay > 0 else None
-    objective = make_objective(model, config, data.classes).to(procs.device)
+    objective = make_objective(model, config).to(procs.device)
     wrapped: nn.Module = objective
     if procs.world_size > 1:
         device_ids = [procs.device.index] if procs.device.type == "cuda" else None
@@ -516,8 +553,6 @@ def train(
     if resume_from is not None:
         state = torch.load(resume_from / STATE_FILE, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
-        if getattr(objective, "tag_head", None) is not None:
-            objective.tag_head.load_state_dict(state["tag_head"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
@@ -584,7 +619,6 @@ def train(
                 "step": step,
                 "model": model.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
-                "tag_head": objective.tag_head.state_dict() if getattr(objective, "tag_head", None) else None,
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None,
                 "best_score": best_score,
@@ -706,11 +740,37 @@ def _finetune_start(
     if words and not grow:
         raise refuse_unknown(words, source)
     captioner = grow_vocabulary(initial, words) if words else initial
+    captioner = add_heads(captioner, config, data.classes)
     if words and procs.is_main:
         logger.info(f"vocabulary grown by {len(words)} token(s): {', '.join(words[:10])}")
     if procs.is_main:
         save_tokenizer(captioner.tokenizer, out / "tokenizer.json")
     return captioner.train()
+
+
+def add_heads(captioner: Captioner, config: TrainConfig, classes: list[str]) -> Captioner:
+    """The checkpoint to finetune, with what the config asks for and it lacks: wording codes
+    (``model.wording_codes``, DAC) and an event head (``loss.sed_weight``/``tag_weight``) for the
+    training data's classes. Existing heads are kept as they are: finetuning continues them."""
+    dims = captioner.dims
+    changes: dict[str, Any] = {}
+    if dims.kind == "dac" and config.model.wording_codes and not dims.wording_codes:
+        changes["wording_codes"] = config.model.wording_codes
+    if config.loss.event_head and not dims.event_classes:
+        changes["event_classes"] = tuple(classes)
+    elif dims.event_classes and set(classes) - set(dims.event_classes):
+        unknown = sorted(set(classes) - set(dims.event_classes))
+        logger.warning(
+            f"{len(unknown)} training class(es) are not in the checkpoint's event head and are not detected: "
+            f"{', '.join(unknown[:5])}"
+        )
+    if not changes:
+        return captioner
+    upgraded = Captioner(dataclasses.replace(dims, **changes), captioner.tokenizer)
+    missing, unexpected = upgraded.load_state_dict(captioner.state_dict(), strict=False)
+    assert not unexpected, unexpected
+    logger.info(f"new head(s) for finetuning: {', '.join(changes)} ({len(missing)} new tensors)")
+    return upgraded
 
 
 def _numbers(metrics: dict) -> dict:
