@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from edge_dac.data.datasets import load_manifest  # noqa: E402
-from edge_dac.data.lexicon import load_lexicon  # noqa: E402
 from edge_dac.engines import load_engine  # noqa: E402
 from edge_dac.errors import EdgeDacError  # noqa: E402
 from edge_dac.evaluation.evaluate import (  # noqa: E402
@@ -46,6 +45,7 @@ from edge_dac.evaluation.evaluate import (  # noqa: E402
 )
 from edge_dac.evaluation.report import fmt, table  # noqa: E402
 from edge_dac.evaluation.speed import measure_speed  # noqa: E402
+from edge_dac.lexicon import load_lexicon  # noqa: E402
 from edge_dac.model import Captioner, ModelDims, save_captioner, train_tokenizer  # noqa: E402
 
 DEMO_MANIFEST = ROOT / "edge_dac" / "assets" / "demo" / "manifest.jsonl"

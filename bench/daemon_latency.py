@@ -129,7 +129,7 @@ def write_config(base: str | None, backend: str, path: Path) -> None:
 
 def scene_agreement(captions: list[dict], played: list[Played]) -> tuple[int, int]:
     """(windows whose caption names exactly the scene's event classes, windows covering a scene by >= 8 s)."""
-    from edge_dac.data.lexicon import load_lexicon
+    from edge_dac.lexicon import load_lexicon
 
     labels_of = load_lexicon().labels_in_caption
     matched = covered = 0

@@ -42,7 +42,7 @@ def bench_model(folder: Path) -> Path:
     """A random-weight DAC model with the shipped dims, saved as a checkpoint (the speed of the real thing)."""
     if (folder / "config.json").is_file():
         return folder
-    lexicon = (ROOT / "edge_dac" / "data" / "lexicon.yaml").read_text().splitlines()
+    lexicon = (ROOT / "edge_dac" / "lexicon.yaml").read_text().splitlines()
     tokenizer = train_tokenizer(lexicon, vocab_size=1000)
     torch.manual_seed(0)
     dims = ModelDims(vocab_size=len(tokenizer), dropout=0.0)

@@ -16,8 +16,8 @@ import numpy as np
 
 from edge_dac.data.build import load_corpus_config
 from edge_dac.data.catalog import load_catalog
-from edge_dac.data.lexicon import load_lexicon
 from edge_dac.data.mixer import SPLITS
+from edge_dac.lexicon import load_lexicon
 
 
 def usable(row, lexicon, exclude_notes) -> bool:

@@ -14,9 +14,9 @@ from edge_dac.cli import main
 from edge_dac.data.build import CorpusConfig, build_corpus, clip_seed
 from edge_dac.data.catalog import load_catalog
 from edge_dac.data.fetch import SMALL_PACKAGES
-from edge_dac.data.lexicon import load_lexicon
 from edge_dac.data.mixer import SceneConfig, SceneMixer
 from edge_dac.errors import EdgeDacError
+from edge_dac.lexicon import load_lexicon
 
 MANIFEST_KEYS = ["id", "audio", "captions", "events", "split", "seed"]
 EVENT_KEYS = {"label", "class", "onset", "offset", "gain_db", "md5", "role", "count"}

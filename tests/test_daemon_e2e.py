@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from edge_dac.daemon.listen import Subscriber
-from edge_dac.data.lexicon import load_lexicon
+from edge_dac.lexicon import load_lexicon
 
 ROOT = Path(__file__).resolve().parents[1]
 VIRTUAL_MIC = ROOT / "scripts" / "virtual-mic.sh"

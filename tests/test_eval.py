@@ -18,7 +18,6 @@ import torch
 
 from edge_dac.cli import main
 from edge_dac.data.datasets import CaptionItem, load_item_audio, load_manifest
-from edge_dac.data.lexicon import load_lexicon
 from edge_dac.errors import EdgeDacError
 from edge_dac.evaluation import diversity_metrics, event_f1
 from edge_dac.evaluation.evaluate import (
@@ -31,6 +30,7 @@ from edge_dac.evaluation.evaluate import (
 )
 from edge_dac.evaluation.quality import coco_metrics
 from edge_dac.evaluation.speed import decode_features, decoding_alone, generated_tokens, measure_speed
+from edge_dac.lexicon import load_lexicon
 from edge_dac.model import load_captioner, save_captioner
 from edge_dac.model.decoding import Candidate
 from tests.factories import tiny_captioner

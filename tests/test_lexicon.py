@@ -10,8 +10,8 @@ import yaml
 
 from edge_dac.data.catalog import load_catalog
 from edge_dac.data.fetch import SMALL_PACKAGES
-from edge_dac.data.lexicon import LEXICON_PATH, load_lexicon, parse_lexicon, stem, tokens
 from edge_dac.errors import ConfigError
+from edge_dac.lexicon import LEXICON_PATH, load_lexicon, parse_lexicon, stem, tokens
 
 # Classes with 3+ recordings that are deliberately not captioned: too vague or too mixed to
 # describe truthfully in one phrase. Changing this list is a decision, so it is spelled out.

@@ -376,7 +376,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     config = load()
     engine = build_engine(config.engine)
-    from edge_dac.data.lexicon import load_lexicon
+    from edge_dac.lexicon import load_lexicon
 
     # The caption lexicon decides which consecutive captions describe one event.
     labels_of = load_lexicon().labels_in_caption

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_dac.data.lexicon import LexiconEntry, strip_article
+from edge_dac.lexicon import LexiconEntry, strip_article
 
 MIN_WORDS, MAX_WORDS = 6, 20
 CAPTIONS_PER_SCENE = 5

@@ -28,8 +28,8 @@ from pydantic import Field, field_validator, model_validator
 from edge_dac.config import StrictModel
 from edge_dac.data.captions import PlacedEvent, write_family_captions
 from edge_dac.data.catalog import CatalogRow, read_recording
-from edge_dac.data.lexicon import Lexicon, load_lexicon
 from edge_dac.errors import AudioError, EdgeDacError
+from edge_dac.lexicon import Lexicon, load_lexicon
 
 SPLITS = ("train", "val", "test")
 _SILENCE_DB = -45.0  # below the source's peak: treated as silence when trimming

@@ -32,13 +32,13 @@ from tqdm import tqdm
 
 from edge_dac import __version__
 from edge_dac.data.datasets import CaptionItem, load_item_audio, load_manifest
-from edge_dac.data.lexicon import Lexicon, load_lexicon
 from edge_dac.engines import CaptionEngine, load_engine
 from edge_dac.errors import EdgeDacError
 from edge_dac.evaluation.embedder import SentenceEmbedder
 from edge_dac.evaluation.events import event_f1
 from edge_dac.evaluation.metrics import evaluate_captions
 from edge_dac.evaluation.speed import CaptionFn, SpeedResult, measure_speed
+from edge_dac.lexicon import Lexicon, load_lexicon
 from edge_dac.model.decoding import Candidate, DecodingOptions
 
 SWEEP_STEPS = (1, 2, 4, 8, 16)

@@ -1,7 +1,7 @@
 """Event-F1: do the captions name the sound events that are really in the clip?
 
 Captions are mapped to event labels by a caller-supplied ``labels_of(caption) -> set[str]``
-(normally ``edge_dac.data.lexicon.Lexicon.labels_in_caption``), and compared per clip with the
+(normally ``edge_dac.lexicon.Lexicon.labels_in_caption``), and compared per clip with the
 true labels.
 
 - micro (``precision``, ``recall``, ``f1``): true/false positives and misses pooled over all clips.

@@ -34,9 +34,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from edge_dac.data.datasets import CaptionItem, load_item_audio
-from edge_dac.data.lexicon import load_lexicon
 from edge_dac.data.mixer import SceneMixer
 from edge_dac.errors import AudioError
+from edge_dac.lexicon import load_lexicon
 from edge_dac.model.dims import ModelDims
 from edge_dac.model.frontend import LogMel
 from edge_dac.training.augment import AugmentingBank

@@ -47,10 +47,10 @@ from tqdm import tqdm
 from edge_dac.data.build import select_rows
 from edge_dac.data.catalog import default_cache_dir, load_catalog
 from edge_dac.data.datasets import CaptionItem, load_manifest
-from edge_dac.data.lexicon import load_lexicon
 from edge_dac.data.mixer import SceneMixer
 from edge_dac.errors import ConfigError, EdgeDacError
 from edge_dac.evaluation.events import event_f1
+from edge_dac.lexicon import load_lexicon
 from edge_dac.model import Captioner, DecodingOptions, load_captioner, save_captioner, train_tokenizer
 from edge_dac.model.decoding import is_broken
 from edge_dac.model.diffusion import DiffusionDecoder
