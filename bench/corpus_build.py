@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from edge_dac.const import default_cache_dir
 from edge_dac.data.build import CorpusConfig, build_corpus, fetched_packages, select_rows
-from edge_dac.data.catalog import default_cache_dir
 from edge_dac.data.mixer import SceneMixer
 
 TARGET_CLIPS = 20_000

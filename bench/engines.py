@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_dac.caption import default_model_dir  # noqa: E402
+from edge_dac.const import LEXICON_PATH, default_model_dir  # noqa: E402
 from edge_dac.engines import load_engine  # noqa: E402
 from edge_dac.engines.clips import demo_windows  # noqa: E402
 from edge_dac.errors import EdgeDacError  # noqa: E402
@@ -42,7 +42,7 @@ def bench_model(folder: Path) -> Path:
     """A random-weight DAC model with the shipped dims, saved as a checkpoint (the speed of the real thing)."""
     if (folder / "config.json").is_file():
         return folder
-    lexicon = (ROOT / "edge_dac" / "lexicon.yaml").read_text().splitlines()
+    lexicon = LEXICON_PATH.read_text().splitlines()
     tokenizer = train_tokenizer(lexicon, vocab_size=1000)
     torch.manual_seed(0)
     dims = ModelDims(vocab_size=len(tokenizer), dropout=0.0)

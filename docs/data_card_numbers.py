@@ -88,8 +88,8 @@ def print_numbers(config_path: str | None) -> None:
 
 
 def print_examples() -> None:
+    from edge_dac.const import default_cache_dir
     from edge_dac.data.captions import FAMILIES, _Writer
-    from edge_dac.data.catalog import default_cache_dir
     from edge_dac.data.fetch import SMALL_PACKAGES
     from edge_dac.data.mixer import SceneConfig, SceneMixer
 

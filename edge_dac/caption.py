@@ -10,21 +10,8 @@ import numpy as np
 
 from edge_dac.audio import load_audio
 from edge_dac.engines.base import CaptionEngine
-from edge_dac.errors import CheckpointError
 from edge_dac.model.decoding import Candidate
 from edge_dac.windows import Window, cut, plan_windows
-
-DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "model"
-
-
-def default_model_dir() -> Path:
-    """The model shipped inside the package; a clear error if this build has none."""
-    if not (DEFAULT_MODEL_DIR / "config.json").is_file():
-        raise CheckpointError(
-            f"no default model is shipped in this build ({DEFAULT_MODEL_DIR}); pass --model DIR "
-            "(a checkpoint written by edge-dac train)"
-        )
-    return DEFAULT_MODEL_DIR
 
 
 @dataclass

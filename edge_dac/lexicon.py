@@ -21,9 +21,9 @@ from pathlib import Path
 
 import yaml
 
+from edge_dac.const import LEXICON_PATH
 from edge_dac.errors import ConfigError
 
-LEXICON_PATH = Path(__file__).with_name("lexicon.yaml")
 SPEECH_CLASSES = ("man speaking", "woman speaking", "person speaking", "child speaking")
 # Words that carry no event meaning and would otherwise split phrases ("the wind is blowing").
 STOPWORDS = frozenset(

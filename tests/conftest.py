@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_dac.data.catalog import CatalogRow, default_cache_dir, load_catalog
+from edge_dac.const import default_cache_dir
+from edge_dac.data.catalog import CatalogRow, load_catalog
 from edge_dac.data.fetch import SMALL_PACKAGES, FetchReport, download_deb, fetch
 from edge_dac.errors import EdgeDacError
 

@@ -112,20 +112,20 @@ def test_bad_arguments_are_one_line_errors(model_dir, tmp_path, args, expected):
 
 
 def test_a_build_without_the_default_model_says_so(tmp_path, monkeypatch):
-    from edge_dac import caption
+    from edge_dac import const
     from edge_dac.errors import CheckpointError
 
-    monkeypatch.setattr(caption, "DEFAULT_MODEL_DIR", tmp_path / "model")
+    monkeypatch.setattr(const, "DEFAULT_MODEL_DIR", tmp_path / "model")
     with pytest.raises(CheckpointError, match="no default model is shipped"):
-        caption.default_model_dir()
+        const.default_model_dir()
 
 
 def test_the_shipped_model_captions_a_demo_scene_with_no_model_flag():
-    from edge_dac import caption
+    from edge_dac.const import DEFAULT_MODEL_DIR, DEMO_DIR
 
-    weights = caption.DEFAULT_MODEL_DIR / "model.safetensors"
+    weights = DEFAULT_MODEL_DIR / "model.safetensors"
     assert weights.is_file() and weights.stat().st_size < 50e6  # inside the wheel: well under 50 MB
-    scene = sorted((caption.DEFAULT_MODEL_DIR.parent / "demo").glob("*.flac"))[0]
+    scene = sorted(DEMO_DIR.glob("*.flac"))[0]
     result = subprocess.run(
         [sys.executable, "-m", "edge_dac", "caption", "--backend", "eager", str(scene)],
         capture_output=True,

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 from loguru import logger
 
+from edge_dac.const import default_engines_dir
 from edge_dac.engines import load_engine
 from edge_dac.engines.clips import demo_windows
 from edge_dac.engines.select import unavailable
-from edge_dac.engines.store import MANIFEST, default_engines_dir, file_sha256
+from edge_dac.engines.store import MANIFEST, file_sha256
 from edge_dac.errors import EdgeDacError
 from edge_dac.model import DecodingOptions, save_captioner
 from tests.factories import tiny_captioner

@@ -16,11 +16,11 @@ from typing import Protocol
 import numpy as np
 
 from edge_dac.audio import SAMPLE_RATE, load_audio
+from edge_dac.const import DEMO_DIR
 from edge_dac.daemon.config import SourceConfig
 from edge_dac.daemon.windows import Block
 from edge_dac.errors import AudioError
 
-DEMO_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo"
 SOURCE_STATES = ("waiting", "healthy", "recovering", "failed", "finished")
 
 

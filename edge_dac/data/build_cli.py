@@ -32,8 +32,8 @@ def register_build(data_subparsers: argparse._SubParsersAction) -> None:
 def run_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from edge_dac.const import default_cache_dir
     from edge_dac.data.build import build_corpus, default_workers, load_corpus_config
-    from edge_dac.data.catalog import default_cache_dir
     from edge_dac.errors import ConfigError
 
     config = load_corpus_config(args.config)

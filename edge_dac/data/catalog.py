@@ -32,15 +32,12 @@ from zlib import error as zlib_error
 import numpy as np
 
 from edge_dac.audio import SAMPLE_RATE, decode_audio, load_audio
+from edge_dac.const import CATALOG_ENV, RELATIVE_CATALOG, REPO_ROOT
 from edge_dac.errors import AudioError, EdgeDacError
 
-CATALOG_ENV = "EDGE_DAC_CATALOG"
-CACHE_ENV = "EDGE_DAC_CACHE"
 ARCHIVE_SUFFIXES = (".zip", ".pk3", ".wz", ".orgue")  # zip files, members after "!"
 SOUND_CATALOG_SUFFIX = ".cat"  # OpenTTD sound catalogs, members after "#"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKED_DIR, PACK_SUFFIX = "packed", ".opus"  # a source pack's recordings (edge_dac.data.pack)
-_RELATIVE_CATALOG = Path("..") / "shared" / "soundscape" / "catalog.csv"
 
 
 @dataclass(frozen=True)
@@ -100,7 +97,7 @@ def find_catalog(path: str | Path | None = None) -> Path:
     elif os.environ.get(CATALOG_ENV):
         candidates = [Path(os.environ[CATALOG_ENV])]
     else:
-        candidates = [REPO_ROOT / _RELATIVE_CATALOG, Path.cwd() / _RELATIVE_CATALOG]
+        candidates = [REPO_ROOT / RELATIVE_CATALOG, Path.cwd() / RELATIVE_CATALOG]
     for candidate in candidates:
         if candidate.is_file():
             return candidate.resolve()
@@ -144,14 +141,6 @@ def write_catalog(rows: Iterable[CatalogRow], path: str | Path) -> None:
         writer = csv.writer(file)
         writer.writerow(_COLUMNS)
         writer.writerows([getattr(row, name) for name in names] for row in rows)
-
-
-def default_cache_dir() -> Path:
-    """``$EDGE_DAC_CACHE``, else ``$XDG_CACHE_HOME/edge-dac``, else ``~/.cache/edge-dac``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "edge-dac"
 
 
 def package_root(package: str, cache_dir: str | Path) -> Path:

@@ -69,8 +69,8 @@ def run_pack(args: argparse.Namespace) -> int:
 
     from loguru import logger
 
+    from edge_dac.const import default_cache_dir
     from edge_dac.data.build import CorpusConfig, select_rows
-    from edge_dac.data.catalog import default_cache_dir
     from edge_dac.data.pack import choose_rows, pack_sources
 
     packages = package_list(args.packages)
@@ -95,7 +95,8 @@ def package_list(groups: list[str] | None) -> list[str] | None:
 def run_fetch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from edge_dac.data.catalog import default_cache_dir, load_catalog
+    from edge_dac.const import default_cache_dir
+    from edge_dac.data.catalog import load_catalog
     from edge_dac.data.fetch import SMALL_PACKAGES, fetch
 
     packages = package_list(args.packages)

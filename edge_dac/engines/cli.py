@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from edge_dac.caption import default_model_dir
+    from edge_dac.const import default_model_dir
     from edge_dac.engines.select import export_engine
     from edge_dac.engines.store import read_manifest
     from edge_dac.errors import EdgeDacError

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from edge_dac.audio import load_audio
+from edge_dac.const import DEMO_DIR
 from edge_dac.windows import cut, plan_windows
-
-DEMO_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo"
 
 
 def demo_windows(sample_rate: int, window_samples: int, hop_fraction: float = 0.5) -> np.ndarray:

@@ -17,12 +17,13 @@ from typing import Any
 import torch
 from loguru import logger
 
+from edge_dac.const import default_engines_dir, default_model_dir
 from edge_dac.engines.backend import Backend, first_line
 from edge_dac.engines.base import CaptionEngine, EagerEngine, model_id_of, weights_sha256
 from edge_dac.engines.compile_engine import TorchCompileBackend
 from edge_dac.engines.graphs import GRAPH_VERSION, MAX_CANDIDATES
 from edge_dac.engines.onnxruntime_engine import OnnxRuntimeBackend
-from edge_dac.engines.store import default_engines_dir, file_sha256, obtain, read_manifest
+from edge_dac.engines.store import file_sha256, obtain, read_manifest
 from edge_dac.engines.tensorrt_engine import TensorRTBackend
 from edge_dac.errors import EdgeDacError
 from edge_dac.model.captioner import Captioner
@@ -56,8 +57,6 @@ def load_engine(
     ``precision``/``max_batch``: as for ``edge-dac export`` (default: the backend's first precision;
     any already built batch range, else 32, for TensorRT).
     """
-    from edge_dac.caption import default_model_dir
-
     if backend not in CHOICES:
         raise EdgeDacError(f"unknown backend {backend!r} (choose from: {', '.join(CHOICES)})")
     if threads:

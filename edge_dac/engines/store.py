@@ -33,15 +33,6 @@ FORMAT = "edge-dac-engine"
 FORMAT_VERSION = 1
 
 
-def default_engines_dir() -> Path:
-    """``$EDGE_DAC_ENGINES``, else ``$CACHE_DIRECTORY/engines`` (systemd ``CacheDirectory=``), else ~/.cache."""
-    if os.environ.get("EDGE_DAC_ENGINES"):
-        return Path(os.environ["EDGE_DAC_ENGINES"])
-    if os.environ.get("CACHE_DIRECTORY"):  # systemd may pass several, separated by ':'
-        return Path(os.environ["CACHE_DIRECTORY"].split(":")[0]) / "engines"
-    return Path.home() / ".cache" / "edge-dac" / "engines"
-
-
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:

@@ -417,7 +417,7 @@ def evaluate(
     log: Callable[[str], None] = logger.info,
 ) -> EvalResult:
     """Caption, score, time and report one model on one manifest; files go to ``out_dir``."""
-    from edge_dac.caption import default_model_dir
+    from edge_dac.const import default_model_dir
     from edge_dac.evaluation.plots import plot_speed, plot_steps
     from edge_dac.evaluation.report import render_report, write_jsonl
 

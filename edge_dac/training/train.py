@@ -44,8 +44,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from edge_dac.const import default_cache_dir
 from edge_dac.data.build import select_rows
-from edge_dac.data.catalog import default_cache_dir, load_catalog
+from edge_dac.data.catalog import load_catalog
 from edge_dac.data.datasets import CaptionItem, load_manifest
 from edge_dac.data.mixer import SceneMixer
 from edge_dac.errors import ConfigError, EdgeDacError
