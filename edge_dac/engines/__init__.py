@@ -6,6 +6,7 @@ or fp32). ``load_engine(backend="auto")`` takes the fastest that loads; compiled
 once into the engines folder (``edge-dac export`` or the first start) and reused.
 """
 
-from edge_dac.engines.base import CaptionEngine, EagerEngine, load_engine, model_id_of
+from edge_dac.engines.base import CaptionEngine, EagerEngine, model_id_of
+from edge_dac.engines.select import load_engine
 
 __all__ = ["CaptionEngine", "EagerEngine", "load_engine", "model_id_of"]

@@ -138,22 +138,3 @@ class EagerEngine(CaptionEngine):
         options = DecodingOptions(steps=steps, candidates=candidates, beam_size=candidates, seed=self.seed)
         with torch.inference_mode():  # the autoregressive baseline: beam search, nothing to compile
             return self.captioner.generate(torch.as_tensor(windows, dtype=torch.float32), options)
-
-
-def load_engine(
-    model: str | Path | None = None,
-    backend: str = "auto",
-    threads: int | None = None,
-    device: str = "cpu",
-    **options: Any,
-) -> CaptionEngine:
-    """The engine for a checkpoint directory (default: the shipped model) on the chosen backend.
-
-    ``backend``: ``auto`` (the fastest this machine has), ``cpu``/``cuda`` (the fastest on that
-    device), or one of ``eager``, ``torch-compile``, ``onnxruntime``, ``tensorrt``. Compiled
-    backends build their engine on first use and reuse it afterwards. Keyword options (engines_dir,
-    precision, max_batch, order) are described in ``edge_dac.engines.select.load_engine``.
-    """
-    from edge_dac.engines.select import load_engine as select_engine
-
-    return select_engine(model, backend, threads, device, **options)

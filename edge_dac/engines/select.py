@@ -50,8 +50,11 @@ def load_engine(
     order: tuple[str, ...] | None = None,
     seed: int = 0,
 ) -> CaptionEngine:
-    """The engine for a checkpoint directory on ``backend``; see ``edge_dac.engines.base.load_engine``.
+    """The engine for a checkpoint directory (default: the shipped model) on the chosen backend.
 
+    ``backend``: ``auto`` (the fastest this machine has), ``cpu``/``cuda`` (the fastest on that
+    device), or one of ``eager``, ``torch-compile``, ``onnxruntime``, ``tensorrt``. Compiled
+    backends build their engine on first use and reuse it afterwards.
     ``auto`` looks at CUDA first when a CUDA device is usable (``device`` "cpu" is the default and
     does not stop it), ``cpu``/``cuda`` only at that device. ``order`` replaces the automatic order.
     ``precision``/``max_batch``: as for ``edge-dac export`` (default: the backend's first precision;
