@@ -11,7 +11,7 @@ import numpy as np
 from edge_dac.audio import load_audio
 from edge_dac.engines.base import CaptionEngine
 from edge_dac.model.decoding import Candidate
-from edge_dac.windows import Window, cut, plan_windows
+from edge_dac.windows import Span, cut, plan_windows
 
 
 @dataclass
@@ -51,7 +51,7 @@ def caption_audio(
     hop = int(round(hop_seconds * rate)) if hop_seconds else window
     windows = plan_windows(audio.size, window, hop)
     for first in range(0, len(windows), batch_size):
-        chunk: list[Window] = windows[first : first + batch_size]
+        chunk: list[Span] = windows[first : first + batch_size]
         results = engine.caption(cut(audio, chunk, engine.window_samples), steps, candidates)
         for item, ranked in zip(chunk, results, strict=True):
             start, end = item.seconds(rate)

@@ -8,7 +8,9 @@ import numpy as np
 
 
 @dataclass(frozen=True)
-class Window:
+class Span:
+    """Where one window lies in a file: a range of sample indexes (the daemon's ``Window`` holds samples)."""
+
     start: int  # first sample
     end: int  # one past the last sample (never past the end of the audio)
 
@@ -16,7 +18,7 @@ class Window:
         return self.start / sample_rate, self.end / sample_rate
 
 
-def plan_windows(n_samples: int, window: int, hop: int) -> list[Window]:
+def plan_windows(n_samples: int, window: int, hop: int) -> list[Span]:
     """Windows of ``window`` samples every ``hop`` samples; the last one ends at the end of the audio.
 
     A file shorter than one window is one (short) window. The tail is covered by a final window
@@ -26,14 +28,14 @@ def plan_windows(n_samples: int, window: int, hop: int) -> list[Window]:
     if window <= 0 or hop <= 0:
         raise ValueError("window and hop must be positive")
     if n_samples <= window:
-        return [Window(0, n_samples)]
+        return [Span(0, n_samples)]
     starts = list(range(0, n_samples - window + 1, hop))
     if starts[-1] + window < n_samples:
         starts.append(n_samples - window)
-    return [Window(start, start + window) for start in starts]
+    return [Span(start, start + window) for start in starts]
 
 
-def cut(audio: np.ndarray, windows: list[Window], length: int) -> np.ndarray:
+def cut(audio: np.ndarray, windows: list[Span], length: int) -> np.ndarray:
     """Stack windows into (len(windows), length), zero-padding short ones."""
     batch = np.zeros((len(windows), length), dtype=np.float32)
     for row, window in enumerate(windows):

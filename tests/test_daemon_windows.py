@@ -11,7 +11,7 @@ import soundfile
 from edge_dac.audio import load_audio
 from edge_dac.daemon.config import SourceConfig
 from edge_dac.daemon.sources import FileSource, open_source
-from edge_dac.daemon.windows import Block, SampleClock, Windower, level_dbfs
+from edge_dac.daemon.windows import AudioBlock, SampleClock, Windower, level_dbfs
 from edge_dac.errors import AudioError
 
 RATE = 16000
@@ -29,7 +29,7 @@ def write_flac(path, samples, rate=RATE):
 def feed(windower: Windower, samples: np.ndarray, block: int, start: int = 0):
     windows = []
     for offset in range(0, len(samples), block):
-        windows += windower.push(Block(samples[offset : offset + block], start + offset))
+        windows += windower.push(AudioBlock(samples[offset : offset + block], start + offset))
     return windows
 
 

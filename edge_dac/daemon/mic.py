@@ -27,7 +27,7 @@ import soxr
 from loguru import logger
 
 from edge_dac.daemon.config import SourceConfig
-from edge_dac.daemon.windows import Block
+from edge_dac.daemon.windows import AudioBlock
 from edge_dac.errors import AudioError
 
 SYS_SOUND = Path("/sys/class/sound")
@@ -209,7 +209,7 @@ class MicSource:
         self._close()
 
     # -- reader (the daemon's capture loop) -------------------------------------------------
-    def read(self, timeout_s: float) -> Block | None:
+    def read(self, timeout_s: float) -> AudioBlock | None:
         with self._cond:
             if not self._chunks and not self._cond.wait_for(lambda: self._chunks, timeout=timeout_s):
                 return None
@@ -231,7 +231,7 @@ class MicSource:
         samples = np.concatenate(pending)
         if self._resampler is not None:
             samples = self._resampler.resample_chunk(samples)
-        block = Block(samples.astype(np.float32, copy=False), self._position)
+        block = AudioBlock(samples.astype(np.float32, copy=False), self._position)
         self._position += len(samples)
         return block
 

@@ -33,7 +33,7 @@ from edge_dac.daemon.publisher import Publisher
 from edge_dac.daemon.sources import AudioSource, open_source
 from edge_dac.daemon.status import Heartbeat
 from edge_dac.daemon.windows import SampleClock, Window, Windower
-from edge_dac.daemon.worker import Captioned, CaptionEngine, InferenceWorker, WindowQueue
+from edge_dac.daemon.worker import Captioned, Captioning, InferenceWorker, WindowQueue
 from edge_dac.errors import ConfigError, EdgeDacError
 
 DEFAULT_WINDOW_S = 10.0  # for an engine that does not say how much audio its model hears
@@ -41,7 +41,7 @@ DRAIN_S = 3.0  # SIGTERM: time the engine gets for queued windows (systemd allow
 START_EXTEND_S = 30.0  # EXTEND_TIMEOUT_USEC while waiting for a microphone during start-up
 
 
-def window_seconds(config: WindowConfig, engine: CaptionEngine) -> float:
+def window_seconds(config: WindowConfig, engine: Captioning) -> float:
     """The window length: the config's, else the model's own window.
 
     A window longer than the model's is refused: the engine would hear only its first part, so every
@@ -63,7 +63,7 @@ class Daemon:
     def __init__(
         self,
         config: DaemonConfig,
-        engine: CaptionEngine,
+        engine: Captioning,
         *,
         reload_config: Callable[[], DaemonConfig] | None = None,
         labels_of: Callable[[str], set[str]] | None = None,
@@ -337,12 +337,12 @@ class Daemon:
         return 0
 
 
-def run_daemon(config: DaemonConfig, engine: CaptionEngine, **options: Any) -> int:
+def run_daemon(config: DaemonConfig, engine: Captioning, **options: Any) -> int:
     """Run the daemon with a ready engine; see ``Daemon`` for the options."""
     return Daemon(config, engine, **options).run()
 
 
-def build_engine(config: EngineConfig, sample_rate_hint: int = 16000) -> CaptionEngine:
+def build_engine(config: EngineConfig, sample_rate_hint: int = 16000) -> Captioning:
     """The engine for ``config`` (``edge_dac.engines``, written separately)."""
     try:
         from edge_dac.engines import load_engine

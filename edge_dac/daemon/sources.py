@@ -1,6 +1,6 @@
 """Audio sources: a file or the bundled demo scenes, paced like a live microphone.
 
-Every source hands out ``Block``s of mono float32 at the model's rate, numbered on its own sample
+Every source hands out ``AudioBlock``s of mono float32 at the model's rate, numbered on its own sample
 clock, and exposes the state the status heartbeat reports (``healthy``, ``finished``, and for the
 microphone ``waiting``/``recovering``/``failed``; see ``mic.py``). A file source paced at real
 time behaves like a microphone, so the whole daemon can be run and tested without one; ``fast``
@@ -18,7 +18,7 @@ import numpy as np
 from edge_dac.audio import SAMPLE_RATE, load_audio
 from edge_dac.const import DEMO_DIR
 from edge_dac.daemon.config import SourceConfig
-from edge_dac.daemon.windows import Block
+from edge_dac.daemon.windows import AudioBlock
 from edge_dac.errors import AudioError
 
 SOURCE_STATES = ("waiting", "healthy", "recovering", "failed", "finished")
@@ -36,7 +36,7 @@ class AudioSource(Protocol):
 
     def start(self) -> None: ...
 
-    def read(self, timeout_s: float) -> Block | None:
+    def read(self, timeout_s: float) -> AudioBlock | None:
         """The next block, or None if none arrived within ``timeout_s`` (or the source finished)."""
 
     def stop(self) -> None: ...
@@ -73,7 +73,7 @@ class FileSource:
         self.anchor_time = time.time()
         self.state = "healthy"
 
-    def read(self, timeout_s: float) -> Block | None:
+    def read(self, timeout_s: float) -> AudioBlock | None:
         if self.state != "healthy":
             return None
         offset = self._position % len(self._audio) if self.loop else self._position
@@ -89,7 +89,7 @@ class FileSource:
                 return None
             if wait > 0:
                 time.sleep(wait)
-        block = Block(self._audio[offset : offset + count], self._position)
+        block = AudioBlock(self._audio[offset : offset + count], self._position)
         self._position += count
         return block
 

@@ -17,7 +17,7 @@ import numpy as np
 
 
 @dataclass(frozen=True)
-class Block:
+class AudioBlock:
     """Contiguous mono samples from a source; ``start_sample`` is on the source's sample clock."""
 
     samples: np.ndarray
@@ -61,7 +61,7 @@ def level_dbfs(samples: np.ndarray) -> float:
 
 
 class Windower:
-    """Turns blocks into windows of ``length`` samples every ``hop`` samples."""
+    """Turns audio blocks into windows of ``length`` samples every ``hop`` samples."""
 
     def __init__(self, length_s: float, hop_s: float, sample_rate: int, silence_dbfs: float | None = -60.0):
         self.length = round(length_s * sample_rate)
@@ -78,7 +78,7 @@ class Windower:
     def _align(self, sample: int) -> int:
         return -(-sample // self.hop) * self.hop  # next multiple of hop at or after ``sample``
 
-    def push(self, block: Block) -> list[Window]:
+    def push(self, block: AudioBlock) -> list[Window]:
         if self._next_start is None or block.start_sample != self._buffer_start + self._buffered:
             if self._next_start is not None:
                 self.gaps += 1

@@ -26,7 +26,7 @@ class Candidate(Protocol):
     score: float
 
 
-class CaptionEngine(Protocol):
+class Captioning(Protocol):
     """What the daemon needs from an engine (``edge_dac.engines.CaptionEngine`` has this shape).
 
     An engine may also have ``window_samples``, the audio its model hears: the default window length.
@@ -104,7 +104,7 @@ class InferenceWorker(threading.Thread):
 
     def __init__(
         self,
-        engine: CaptionEngine,
+        engine: Captioning,
         queue: WindowQueue,
         *,
         steps: int,
