@@ -7,7 +7,7 @@ from edge_dac.evaluation.diversity import diversity_metrics
 from edge_dac.evaluation.embedder import SentenceEmbedder, sbert_similarity
 from edge_dac.evaluation.events import event_f1
 from edge_dac.evaluation.metrics import evaluate_captions
-from edge_dac.evaluation.quality import Meteor, coco_metrics, normalize_caption, tokenize_caption
+from edge_dac.evaluation.quality import Meteor, coco_metrics, normalize_for_scoring, tokenize_caption
 
 __all__ = [
     "Meteor",
@@ -16,7 +16,7 @@ __all__ = [
     "diversity_metrics",
     "evaluate_captions",
     "event_f1",
-    "normalize_caption",
+    "normalize_for_scoring",
     "sbert_similarity",
     "tokenize_caption",
 ]

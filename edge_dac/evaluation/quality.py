@@ -45,7 +45,7 @@ def tokenize_caption(caption: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
-def normalize_caption(caption: str) -> str:
+def normalize_for_scoring(caption: str) -> str:
     """The caption as the space-joined tokens the COCO scorers expect."""
     return " ".join(tokenize_caption(caption))
 
@@ -169,8 +169,8 @@ def coco_metrics(
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
-    res = {i: [normalize_caption(h)] for i, h in enumerate(hypotheses)}
-    gts = {i: [normalize_caption(r) for r in refs] for i, refs in enumerate(references)}
+    res = {i: [normalize_for_scoring(h)] for i, h in enumerate(hypotheses)}
+    gts = {i: [normalize_for_scoring(r) for r in refs] for i, refs in enumerate(references)}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     rouge, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)
