@@ -41,7 +41,7 @@ class ARDecoder(nn.Module):
         )
         self.norm = nn.LayerNorm(width)
 
-    def prepare_audio(self, audio_features: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def audio_kv(self, audio_features: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cross-attention keys and values of every block, computed once per clip."""
         audio = self.audio_proj(audio_features)
         return [block.cross_attn.project_context(audio) for block in self.blocks]
@@ -62,7 +62,7 @@ class ARDecoder(nn.Module):
     def loss(self, tokens: torch.Tensor, audio_features: torch.Tensor) -> ARLosses:
         """Teacher-forced cross-entropy; ``tokens`` = caption + [EOS], padded with [PAD]."""
         inputs = torch.cat([torch.full_like(tokens[:, :1], self.bos_id), tokens[:, :-1]], dim=1)
-        logits = self(inputs, self.prepare_audio(audio_features))
+        logits = self(inputs, self.audio_kv(audio_features))
         mask = tokens != self.pad_id
         cross_entropy = F.cross_entropy(logits.transpose(1, 2).float(), tokens, ignore_index=self.pad_id)
         accuracy = ((logits.argmax(-1) == tokens) & mask).sum() / mask.sum()
@@ -79,7 +79,7 @@ class ARDecoder(nn.Module):
         batch, device = audio_features.shape[0], audio_features.device
         length = self.dims.max_caption_tokens
         rows = batch * beam_size
-        audio_kv = self.prepare_audio(audio_features.repeat_interleave(beam_size, dim=0))
+        audio_kv = self.audio_kv(audio_features.repeat_interleave(beam_size, dim=0))
         cache = KVCache()
         tokens = torch.full((rows, length), self.pad_id, dtype=torch.long, device=device)
         token_log_probs = torch.zeros((rows, length), device=device)
