@@ -20,3 +20,9 @@ class AudioError(EdgeDacError):
 
 class CheckpointError(EdgeDacError):
     """A model checkpoint is missing, corrupt or does not match its config."""
+
+
+def first_line(error: BaseException) -> str:
+    """An exception as one line for a user-facing message: ``Type: first line of its text`` (or just ``Type``)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

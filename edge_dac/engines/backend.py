@@ -35,11 +35,6 @@ class Backend:
         raise NotImplementedError
 
 
-def first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
 def gpu_fields(device: str) -> dict[str, Any]:
     """The card an engine was built on: TensorRT engines (and Triton kernels) only run on the same kind."""
     if not device.startswith("cuda"):

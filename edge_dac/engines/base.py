@@ -9,13 +9,13 @@ the very same captions.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from edge_dac.engines.store import file_sha256
 from edge_dac.errors import EdgeDacError
 from edge_dac.model.captioner import Captioner
 from edge_dac.model.checkpoint import WEIGHTS_FILE
@@ -23,17 +23,9 @@ from edge_dac.model.decoding import Candidate, DecodingOptions
 from edge_dac.model.diffusion import DiffusionDecoder
 
 
-def weights_sha256(model_dir: Path) -> str:
-    digest = hashlib.sha256()
-    with open(model_dir / WEIGHTS_FILE, "rb") as weights:
-        for block in iter(lambda: weights.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_id_of(model_dir: Path) -> str:
     """``<folder name>@<first 12 hex of the weights' sha256>``: names the exact weights in every message."""
-    return f"{model_dir.resolve().name}@{weights_sha256(model_dir)[:12]}"
+    return f"{model_dir.resolve().name}@{file_sha256(model_dir / WEIGHTS_FILE)[:12]}"
 
 
 class Runner(Protocol):

@@ -18,16 +18,16 @@ import torch
 from loguru import logger
 
 from edge_dac.const import default_engines_dir, default_model_dir
-from edge_dac.engines.backend import Backend, first_line
-from edge_dac.engines.base import CaptionEngine, EagerEngine, model_id_of, weights_sha256
+from edge_dac.engines.backend import Backend
+from edge_dac.engines.base import CaptionEngine, EagerEngine, model_id_of
 from edge_dac.engines.compile_engine import TorchCompileBackend
 from edge_dac.engines.graphs import GRAPH_VERSION, MAX_CANDIDATES
 from edge_dac.engines.onnxruntime_engine import OnnxRuntimeBackend
 from edge_dac.engines.store import file_sha256, obtain, read_manifest
 from edge_dac.engines.tensorrt_engine import TensorRTBackend
-from edge_dac.errors import EdgeDacError
+from edge_dac.errors import EdgeDacError, first_line
 from edge_dac.model.captioner import Captioner
-from edge_dac.model.checkpoint import CONFIG_FILE, load_captioner
+from edge_dac.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_captioner
 
 COMPILED: dict[str, Backend] = {
     backend.name: backend for backend in (OnnxRuntimeBackend(), TorchCompileBackend(), TensorRTBackend())
@@ -132,7 +132,7 @@ def key_fields(
         "max_candidates": MAX_CANDIDATES if backend.batch_range else None,
         "graph_version": GRAPH_VERSION,
         "model": {
-            "weights_sha256": weights_sha256(model_dir),
+            "weights_sha256": file_sha256(model_dir / WEIGHTS_FILE),
             "config_sha256": file_sha256(model_dir / CONFIG_FILE),
             "dims": captioner.dims.to_dict(),
         },

@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
-from edge_dac.engines.backend import Backend, first_line, gpu_fields
+from edge_dac.engines.backend import Backend, gpu_fields
 from edge_dac.engines.graphs import MAX_CANDIDATES, example_inputs, export_programs
+from edge_dac.errors import first_line
 from edge_dac.model.captioner import Captioner
 
 AUDIO_FILE = "audio.ep"

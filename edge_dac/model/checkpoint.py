@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from edge_dac import __version__
-from edge_dac.errors import CheckpointError
+from edge_dac.errors import CheckpointError, first_line
 from edge_dac.model.captioner import Captioner
 from edge_dac.model.dims import ModelDims
 from edge_dac.model.tokenizer import load_tokenizer, save_tokenizer
@@ -96,7 +96,7 @@ def load_captioner(path: str | Path, device: str | torch.device = "cpu") -> Capt
     try:
         tokenizer = load_tokenizer(path / TOKENIZER_FILE)
     except Exception as error:  # tokenizers raises a plain Exception on a bad file
-        raise CheckpointError(f"{path / TOKENIZER_FILE}: unreadable tokenizer ({_first_line(error)})") from None
+        raise CheckpointError(f"{path / TOKENIZER_FILE}: unreadable tokenizer ({first_line(error)})") from None
     if len(tokenizer) != dims.vocab_size:
         raise CheckpointError(
             f"{path}: tokenizer.json has {len(tokenizer)} tokens but config.json says vocab_size "
@@ -106,7 +106,7 @@ def load_captioner(path: str | Path, device: str | torch.device = "cpu") -> Capt
         state = load_file(str(path / WEIGHTS_FILE))
     except Exception as error:  # SafetensorError, OSError, ...: a truncated or foreign file
         raise CheckpointError(
-            f"{path / WEIGHTS_FILE}: corrupt weights file ({_first_line(error)}); copy or export it again"
+            f"{path / WEIGHTS_FILE}: corrupt weights file ({first_line(error)}); copy or export it again"
         ) from None
     captioner = Captioner(dims, tokenizer)
     expected = captioner.state_dict()
@@ -125,8 +125,3 @@ def load_captioner(path: str | Path, device: str | torch.device = "cpu") -> Capt
             )
     captioner.load_state_dict(state, strict=True)
     return captioner.to(device).eval()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
