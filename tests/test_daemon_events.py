@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from edge_dac.daemon.config import DaemonConfig, load_daemon_config, parse_source
@@ -70,10 +69,9 @@ def test_label_agreement_ignores_wording():
     assert [c.phase for c in changes] == ["start", "update"] and changes[-1].event.labels == {"dog"}
 
 
-def test_embedding_agreement_uses_cosine():
-    vectors = {"a": np.array([1.0, 0.0]), "b": np.array([0.9, 0.1]), "c": np.array([0.0, 1.0])}
-    agree = make_agreement(embed=vectors.__getitem__, similarity=0.9)
-    assert agree("a", "b") and not agree("a", "c")
+def test_without_labels_captions_agree_on_their_words_only():
+    agree = make_agreement()
+    assert agree("A dog barks.", "a dog  barks") and not agree("a dog barks", "a dog barked")
 
 
 def test_notifier_sends_datagrams_to_notify_socket(tmp_path):
@@ -94,6 +92,12 @@ def test_notifier_sends_datagrams_to_notify_socket(tmp_path):
 
 def test_shipped_config_is_the_defaults():
     assert load_daemon_config(Path(__file__).resolve().parents[1] / "configs" / "daemon.yaml") == DaemonConfig()
+
+
+def test_an_old_config_with_events_similarity_still_loads(tmp_path):
+    old = tmp_path / "daemon.yaml"
+    old.write_text("events:\n  end_after: 2\n  similarity: 0.8\n")
+    assert load_daemon_config(old).events.model_dump() == {"end_after": 2}
 
 
 def test_bad_config_keys_are_one_line(tmp_path):

@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
+from loguru import logger
 from pydantic import Field, model_validator
 
 from edge_dac.config import StrictModel, load_config, validate_config
@@ -81,7 +82,15 @@ class WorkerConfig(StrictModel):
 
 class EventConfig(StrictModel):
     end_after: int = Field(1, ge=1, description="windows that disagree (or are silent) before an event ends")
-    similarity: float = Field(0.8, ge=-1, le=1, description="cosine threshold when comparing caption embeddings")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_similarity(cls, data: object) -> object:
+        # Configs written before it was removed may still hold events.similarity: it never had an effect.
+        if isinstance(data, dict) and "similarity" in data:
+            logger.warning("events.similarity is no longer a setting (it never had an effect); remove it")
+            data = {key: value for key, value in data.items() if key != "similarity"}
+        return data
 
 
 class CurveConfig(StrictModel):

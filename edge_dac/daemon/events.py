@@ -2,7 +2,8 @@
 
 Overlapping windows describe the same sound several times. Two captions agree when they name the
 same event labels (``labels_of``, the lexicon's caption -> labels function), else when their
-embeddings are close (``embed``, e.g. a sentence encoder), else when their normalised text is equal.
+normalised text is equal (no sentence encoder: that is an evaluation-only dependency, too heavy
+for an edge device).
 An event starts with its first window, is updated by each agreeing window, and ends after
 ``end_after`` windows that disagree or are silent (hysteresis: one odd window need not split it),
 or at a gap in the audio. Its id is fixed at the start, so subscribers can follow it.
@@ -14,10 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 LabelsOf = Callable[[str], set[str]]
-Embed = Callable[[str], np.ndarray]
 
 
 @dataclass
@@ -40,20 +38,14 @@ def _normalise(text: str) -> str:
     return " ".join(re.findall(r"[a-z0-9']+", text.lower()))
 
 
-def make_agreement(
-    labels_of: LabelsOf | None = None, embed: Embed | None = None, similarity: float = 0.8
-) -> Callable[[str, str], bool]:
-    """``agree(a, b)``: same non-empty label set, else cosine >= ``similarity``, else same words."""
+def make_agreement(labels_of: LabelsOf | None = None) -> Callable[[str, str], bool]:
+    """``agree(a, b)``: same non-empty label set, else same words."""
 
     def agree(a: str, b: str) -> bool:
         if labels_of is not None:
             labels_a, labels_b = labels_of(a), labels_of(b)
             if labels_a or labels_b:
                 return labels_a == labels_b
-        if embed is not None:
-            u, v = np.asarray(embed(a), dtype=np.float64), np.asarray(embed(b), dtype=np.float64)
-            denominator = float(np.linalg.norm(u) * np.linalg.norm(v))
-            return denominator > 0 and float(u @ v) / denominator >= similarity
         return _normalise(a) == _normalise(b)
 
     return agree

@@ -67,12 +67,11 @@ class Daemon:
         *,
         reload_config: Callable[[], DaemonConfig] | None = None,
         labels_of: Callable[[str], set[str]] | None = None,
-        embed: Callable[[str], np.ndarray] | None = None,
         print_captions: bool = False,
         notifier: Notifier | None = None,
     ):
         self.config, self.engine, self.reload_config = config, engine, reload_config
-        self.labels_of, self.embed, self.print_captions = labels_of, embed, print_captions
+        self.labels_of, self.print_captions = labels_of, print_captions
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
         self.metrics.engine.info({"backend": engine.backend, "model_id": engine.model_id})
@@ -99,7 +98,7 @@ class Daemon:
         self.clock: SampleClock | None = None
         self.position = 0
         self.tracker = EventTracker(
-            make_agreement(self.labels_of, self.embed, config.events.similarity),
+            make_agreement(self.labels_of),
             labels_of=self.labels_of, end_after=config.events.end_after,
         )
         self.worker = InferenceWorker(
