@@ -92,12 +92,15 @@ def test_minimum_bayes_risk_prefers_the_consensus():
 
 
 def test_plan_windows_covers_the_file_and_aligns_the_tail():
-    assert plan_windows(50, 100, 20) == [plan_windows(50, 100, 20)[0]]
-    windows = plan_windows(250, 100, 100)
-    assert [(w.start, w.end) for w in windows] == [(0, 100), (100, 200), (150, 250)]
-    windows = plan_windows(300, 100, 50)
-    assert windows[-1].end == 300 and windows[0].start == 0
-    assert all(w.end - w.start == 100 for w in windows)
+    def spans(*args):
+        return [(w.start, w.end) for w in plan_windows(*args)]
+
+    assert spans(50, 100, 20) == [(0, 50)]  # shorter than a window: one short window
+    assert spans(100, 100, 20) == [(0, 100)]
+    assert spans(250, 100, 100) == [(0, 100), (100, 200), (150, 250)]  # the tail aligned to the end
+    assert spans(300, 100, 50) == [(0, 100), (50, 150), (100, 200), (150, 250), (200, 300)]  # no extra tail
+    with pytest.raises(ValueError):
+        plan_windows(300, 100, 0)
 
 
 @pytest.mark.parametrize(
