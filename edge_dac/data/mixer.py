@@ -16,6 +16,7 @@ Split isolation: a mixer only ever sees the rows of one split.
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -209,6 +210,18 @@ class SceneMixer:
         """Every row this mixer may use."""
         groups = [*self.pools.foreground.values(), *self.pools.background.values(), *self.pools.speech.values()]
         return [row for group in groups for row in group]
+
+    def classes(self) -> list[str]:
+        """Every event class this mixer can place (foreground, background and speech), sorted."""
+        return sorted({*self.pools.foreground, *self.pools.background, *(c for _, c in self.pools.speech)})
+
+    def twin(self) -> SceneMixer:
+        """A mixer of the same rows and config sharing this one's decoded sources, without source
+        augmentation: the same seed mixes the same scene as an unaugmented mixer would. (Training
+        augments by wrapping ``bank``, keeping the plain bank as ``bank.inner``.)"""
+        twin = copy.copy(self)
+        twin.bank = getattr(self.bank, "inner", self.bank)
+        return twin
 
     def preload(self, progress: bool = False) -> int:
         """Decode every usable source now (so later ``mix`` calls never touch the disk); returns
