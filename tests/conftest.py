@@ -57,17 +57,26 @@ def soundscape_debs() -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_model(tmp_path_factory) -> Path:
-    """A throwaway DAC model trained once per session on the 5 bundled demo scenes
-    (scripts/train_demo_model.py, 1-4 min on 2 cores). It memorises their captions: enough to check
-    that the right words come out of a real pipeline, not a real captioner. ``$EDGE_DAC_DEMO_MODEL``
-    names a folder to reuse (trained into on first use), which saves the training on reruns."""
+def demo_trainer():
+    """scripts/train_demo_model.py as a module: ``fit_clips`` (a captioner memorising clips held in
+    memory) and ``main`` (the demo model)."""
     import importlib.util
+    import sys
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "train_demo_model.py"
     spec = importlib.util.spec_from_file_location("train_demo_model", script)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def demo_model(demo_trainer, tmp_path_factory) -> Path:
+    """A throwaway DAC model trained once per session on the 5 bundled demo scenes
+    (scripts/train_demo_model.py, 1-4 min on 2 cores). It memorises their captions: enough to check
+    that the right words come out of a real pipeline, not a real captioner. ``$EDGE_DAC_DEMO_MODEL``
+    names a folder to reuse (trained into on first use), which saves the training on reruns."""
     out = Path(os.environ.get("EDGE_DAC_DEMO_MODEL") or tmp_path_factory.mktemp("demo-model"))
-    module.main(str(out), progress=False)
+    demo_trainer.main(str(out), progress=False)
     return out

@@ -1,8 +1,8 @@
 """Encoder, denoiser, sampler and LM head really learn together.
 
-A few hundred steps on a handful of real recordings (``train`` rows of the soundscape catalog),
-then ``edge-dac caption`` must give back each clip's training caption exactly. Same for the AR
-baseline.
+A few hundred steps (``fit_clips`` of scripts/train_demo_model.py) on a handful of real recordings
+(``train`` rows of the soundscape catalog), then ``edge-dac caption`` must give back each clip's
+training caption exactly. Same for the AR baseline.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import torch
 
 from edge_dac.data.catalog import load_catalog, read_recording
 from edge_dac.model import Captioner, ModelDims, normalize_caption, save_captioner, train_tokenizer
-from edge_dac.training.fit import FitOptions, fit_clips
 
 SECONDS = 4.0
 # md5 of a train-split recording -> the caption it is trained on.
@@ -51,7 +50,7 @@ def clip_files(soundscape_cache, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,steps", [("dac", 300), ("ar", 200)])
-def test_training_reproduces_captions_through_the_cli(kind, steps, clip_files, tmp_path):
+def test_training_reproduces_captions_through_the_cli(kind, steps, clip_files, demo_trainer, tmp_path):
     files, captions = clip_files
     torch.manual_seed(0)
     tokenizer = train_tokenizer(captions, vocab_size=200)
@@ -63,7 +62,8 @@ def test_training_reproduces_captions_through_the_cli(kind, steps, clip_files, t
     length = int(SECONDS * 16_000)
     clips = [soundfile.read(f, dtype="float32")[0] for f in files]
     audio = torch.from_numpy(np.stack([np.pad(clip, (0, length - clip.size)) for clip in clips]))
-    history = fit_clips(captioner, audio, captions, FitOptions(steps=steps, batch_size=len(files)), progress=False)
+    options = demo_trainer.FitOptions(steps=steps, batch_size=len(files))
+    history = demo_trainer.fit_clips(captioner, audio, captions, options, progress=False)
     assert history[-1]["cross_entropy"] < 0.1 * history[0]["cross_entropy"]
     model_dir = save_captioner(captioner, tmp_path / "model")
 
