@@ -15,6 +15,15 @@ from edge_dac.training.data import Batch, frame_targets
 from edge_dac.training.tagger import EventTagger, multi_hot
 
 
+def tagging_bce(frame_logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Binary cross-entropy of the clip probabilities (``EventHead``'s pooling of the frame logits)
+    against 0/1 ``targets``, summed over the classes and averaged over the clips; and the clip
+    probabilities."""
+    clip = EventHead.clip_probabilities(frame_logits)
+    bce = F.binary_cross_entropy(clip.clamp(1e-6, 1 - 1e-6), targets, reduction="none").sum(-1).mean()
+    return bce, clip
+
+
 class CaptionObjective(nn.Module):
     """The captioner's training loss from log-mels (so features can be masked or cached).
 
@@ -51,8 +60,7 @@ class CaptionObjective(nn.Module):
         head = self.captioner.events
         if head is not None and clip_targets is not None:
             frame_logits = head(features).float()
-            clip = EventHead.clip_probabilities(frame_logits).clamp(1e-6, 1 - 1e-6)
-            losses["tag_bce"] = F.binary_cross_entropy(clip, clip_targets, reduction="none").sum(-1).mean()
+            losses["tag_bce"], _ = tagging_bce(frame_logits, clip_targets)
             losses["total"] = losses["total"] + self.tag_weight * losses["tag_bce"]
             if frame_targets is not None:
                 bce = F.binary_cross_entropy_with_logits(frame_logits, frame_targets, reduction="none")
@@ -75,16 +83,15 @@ class CaptionObjective(nn.Module):
 
 
 class TaggerObjective(nn.Module):
-    """Binary cross-entropy of the event tagger over the classes present in each clip."""
+    """The event tagger's clip-level tagging loss (the caption objective's ``tag_bce``)."""
 
     def __init__(self, tagger: EventTagger):
         super().__init__()
         self.tagger = tagger
 
     def forward(self, mel: torch.Tensor, targets: torch.Tensor, generator=None) -> dict:
-        logits = self.tagger(mel).float()
-        bce = F.binary_cross_entropy_with_logits(logits, targets)
-        accuracy = ((logits > 0) == (targets > 0.5)).float().mean()
+        bce, clip = tagging_bce(self.tagger(mel).float(), targets)
+        accuracy = ((clip > 0.5) == (targets > 0.5)).float().mean()
         return {"total": bce, "bce": bce, "accuracy": accuracy}
 
     def inputs(self, batch: Batch, device: torch.device) -> tuple[torch.Tensor, ...]:

@@ -1,16 +1,19 @@
 """Encoder pretraining: the audio encoder as a multi-label event tagger.
 
 The seed paper's ablation says the audio encoder and its pretraining matter most. Here the
-encoder (same ``ModelDims`` as the captioner's) learns to tell which event classes a scene holds:
-a linear head on its time-pooled features, binary cross-entropy per class. A captioning run then
-starts from these encoder weights (``model.encoder_init``).
+encoder (same ``ModelDims`` as the captioner's) learns to tell which event classes a scene holds,
+through the captioner's own event head (``EventHead``: frame logits, linear-softmax pooling to
+clip probabilities), trained with the captioner's clip-level tagging loss
+(``objectives.TaggerObjective``). A captioning run then starts from these encoder weights
+(``model.encoder_init``).
 
-A tagger run directory holds ``config.json`` (format ``edge-dac-tagger``, dims, classes) and
-``model.safetensors`` (``encoder.*`` and ``head.*``).
+A tagger run directory holds ``config.json`` (format ``edge-dac-tagger``, dims with the event
+classes, classes) and ``model.safetensors`` (``encoder.*`` and ``head.frame.*``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from torch import nn
 
 from edge_dac.errors import CheckpointError
 from edge_dac.model.dims import ModelDims
-from edge_dac.model.encoder import AudioEncoder
+from edge_dac.model.encoder import AudioEncoder, EventHead
 from edge_dac.model.frontend import LogMel
 
 TAGGER_FORMAT = "edge-dac-tagger"
@@ -29,15 +32,19 @@ TAGGER_FORMAT = "edge-dac-tagger"
 class EventTagger(nn.Module):
     def __init__(self, dims: ModelDims, classes: list[str]):
         super().__init__()
-        self.dims = dims
+        self.dims = dataclasses.replace(dims, event_classes=tuple(classes))
         self.classes = list(classes)
-        self.frontend = LogMel(dims)
-        self.encoder = AudioEncoder(dims)
-        self.head = nn.Linear(dims.encoder_width, len(classes))
+        self.frontend = LogMel(self.dims)
+        self.encoder = AudioEncoder(self.dims)
+        self.head = EventHead(self.dims)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """(batch, n_mels, frames) log-mel -> (batch, classes) logits."""
-        return self.head(self.encoder(mel).mean(dim=1))
+        """(batch, n_mels, frames) log-mel -> (batch, encoder frames, classes) frame logits."""
+        return self.head(self.encoder(mel))
+
+    def clip_probabilities(self, mel: torch.Tensor) -> torch.Tensor:
+        """(batch, n_mels, frames) log-mel -> (batch, classes) probability that each class is in the clip."""
+        return EventHead.clip_probabilities(self(mel))
 
     def targets(self, labels: list[set[str]]) -> torch.Tensor:
         return multi_hot(labels, self.classes)

@@ -45,8 +45,7 @@ def validate(model: nn.Module, sets: list[ValidationSet], config: TrainConfig, d
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + float(value) * (stop - start)
             if isinstance(model, EventTagger):
-                logits = model(mel)
-                predicted += [{model.classes[i] for i in torch.nonzero(row > 0).flatten().tolist()} for row in logits]
+                predicted += _present(model.clip_probabilities(mel), model.classes)
             else:
                 options = DecodingOptions(
                     steps=config.validation.decoding_steps, candidates=config.validation.candidates, seed=0
@@ -57,8 +56,7 @@ def validate(model: nn.Module, sets: list[ValidationSet], config: TrainConfig, d
                 examples += best
                 if model.events is not None:  # the encoder's own hearing, apart from the captions
                     _, clip = model.detect_events(model.encoder(mel))
-                    classes = model.dims.event_classes
-                    detected += [{classes[i] for i in torch.nonzero(row > 0.5).flatten().tolist()} for row in clip]
+                    detected += _present(clip, model.dims.event_classes)
         for name, value in totals.items():
             results[f"{subset.name}/{'loss' if name == 'total' else name}"] = value / len(subset)
         scores = event_f1(predicted, subset.labels)
@@ -73,6 +71,11 @@ def validate(model: nn.Module, sets: list[ValidationSet], config: TrainConfig, d
                 {"generated": g, "reference": r[0]} for g, r in zip(examples[:3], subset.captions[:3], strict=False)
             ]
     return results
+
+
+def _present(clip: torch.Tensor, classes) -> list[set[str]]:
+    """The classes each clip holds, by (batch, classes) probabilities above 0.5."""
+    return [{classes[i] for i in torch.nonzero(row > 0.5).flatten().tolist()} for row in clip]
 
 
 def score_of(metrics: dict, config: TrainConfig) -> float | None:
