@@ -1,8 +1,9 @@
 """Typed, validated YAML configs.
 
 Every config section is a pydantic model with ``extra="forbid"`` so that a typo is an error,
-not a silently ignored key. Validation errors become one ``ConfigError`` line naming the file,
-the key path and what is allowed.
+not a silently ignored key; a key given twice in one mapping is refused too (plain YAML would keep
+the last). Validation errors become one ``ConfigError`` line naming the file, the key path and
+what is allowed.
 """
 
 from __future__ import annotations
@@ -69,13 +70,41 @@ def validate_config(data: Any, model_cls: type[ModelT], source: str = "<config>"
         raise ConfigError(format_validation_error(source, model_cls, error)) from None
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first_line: int):
+        super().__init__(f"duplicate key {key!r} at line {line} (first at line {first_line})")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping: plain YAML keeps the last
+    value without a word, so the first (often the one a person edited) would be silently ignored."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *anchor`` is not a duplicate
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKeyError(key, line, seen[key])
+                seen[key] = line
+            except TypeError:  # an unhashable key: the base class reports it
+                pass
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a missing or malformed file is a ``ConfigError``."""
+    """Parse a YAML file; a missing or malformed file, or a key given twice, is a ``ConfigError``."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found (pass an existing YAML file)")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except DuplicateKeyError as error:
+        raise ConfigError(f"{path}: {error}; keep one of them") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_dac.config import load_yaml
 from edge_dac.daemon.config import DaemonConfig, load_daemon_config, parse_source
 from edge_dac.daemon.events import EventTracker, make_agreement
 from edge_dac.daemon.notify import Notifier
@@ -98,6 +99,28 @@ def test_an_old_config_with_events_similarity_still_loads(tmp_path):
     old = tmp_path / "daemon.yaml"
     old.write_text("events:\n  end_after: 2\n  similarity: 0.8\n")
     assert load_daemon_config(old).events.model_dump() == {"end_after": 2}
+
+
+def test_a_key_given_twice_is_refused_with_its_name_and_line(tmp_path):
+    """Plain YAML keeps the last of two equal keys without a word; a config must not."""
+    twice = tmp_path / "daemon.yaml"
+    twice.write_text("windows:\n  hop_s: 2.0\nengine:\n  steps: 4\n  candidates: 2\n  steps: 8\n")
+    with pytest.raises(ConfigError, match=r"daemon.yaml: duplicate key 'steps' at line 6 \(first at line 4\)"):
+        load_daemon_config(twice)
+    twice.write_text("windows:\n  hop_s: 2.0\nengine:\n  steps: 4\nwindows:\n  hop_s: 1.0\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'windows' at line 5 \(first at line 1\)"):
+        load_daemon_config(twice)
+    # A YAML merge key (<<) that a later key overrides is not a duplicate.
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("base: &b {steps: 3, candidates: 2}\nengine:\n  <<: *b\n  steps: 5\n")
+    assert load_yaml(merged)["engine"] == {"steps": 5, "candidates": 2}
+    # Through the command line: one line, exit 2.
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_dac", "run", "--config", str(twice)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "duplicate key 'windows' at line 5" in line
 
 
 def test_bad_config_keys_are_one_line(tmp_path):
