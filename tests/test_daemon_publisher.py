@@ -17,7 +17,13 @@ from edge_dac.daemon.keys import create_key_pair
 from edge_dac.daemon.listen import Subscriber, listen
 from edge_dac.daemon.publisher import Publisher
 from edge_dac.errors import ConfigError, EdgeDacError
-from tests.test_daemon_support import caption_body, connect_until_flowing, free_tcp_endpoint, status_body
+from tests.test_daemon_support import (
+    caption_body,
+    connect_until_flowing,
+    event_body,
+    free_tcp_endpoint,
+    status_body,
+)
 
 
 @pytest.fixture
@@ -179,6 +185,39 @@ def test_listen_prints_readable_lines_and_reports_gaps(ipc_endpoint):
     assert lines[0].startswith("[kitchen] running: source file 'scene.flac' healthy")
     assert lines[1].endswith("[kitchen] first") and lines[2].endswith("[kitchen] after the gap")
     assert "missed 5 message(s)" in err.getvalue()
+
+
+def test_listen_to_one_topic_in_a_quiet_room_knows_the_daemon_is_alive(ipc_endpoint):
+    """``edge-dac listen --topic event`` (the real command) while the daemon sends only heartbeats:
+    no event, so nothing to print, but no "daemon not running" either, and exit 0; the heartbeats
+    themselves are not printed. Then an event is, and a stopped daemon is told apart."""
+    from edge_dac.daemon.status import Heartbeat
+
+    publisher = Publisher(ipc_endpoint, "kitchen")
+    heartbeat = Heartbeat(0.2, status_body, lambda body: publisher.publish("status", body))
+    heartbeat.start()
+    command = [sys.executable, "-m", "edge_dac", "listen", "--endpoint", ipc_endpoint, "--topic", "event"]
+    try:
+        quiet = subprocess.run([*command, "--timeout", "6"], capture_output=True, text=True, timeout=60)
+        assert quiet.returncode == 0, quiet.stderr
+        assert quiet.stdout == "" and "not running" not in quiet.stderr, quiet.stderr
+        out, err = io.StringIO(), io.StringIO()
+        result = {}
+        thread = threading.Thread(target=lambda: result.setdefault(
+            "rc", listen(ipc_endpoint, topic="event", count=1, timeout_s=20, out=out, err=err)), daemon=True)
+        thread.start()
+        time.sleep(1.0)  # the subscription reaches the publisher (slow joiner)
+        while thread.is_alive() and not out.getvalue():
+            publisher.publish("event", event_body("start"))
+            thread.join(0.3)
+        [line] = out.getvalue().splitlines()
+        assert result["rc"] == 0 and "[kitchen] event start: a dog barks twice" in line
+    finally:
+        heartbeat.stop()
+        publisher.close()
+    # No daemon at all: the warning and exit 1, as before.
+    gone = subprocess.run([*command, "--timeout", "4.5"], capture_output=True, text=True, timeout=60)
+    assert gone.returncode == 1 and "daemon not running, not reachable, or not authorised" in gone.stderr
 
 
 def test_keys_command_writes_pair_and_refuses_overwrite(tmp_path):

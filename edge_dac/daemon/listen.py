@@ -3,7 +3,9 @@
 Readable lines by default (captions, event starts and ends, status changes), or every message as
 one JSON line with ``--json``. Sequence gaps are reported, and so is a silent daemon: the daemon
 sends a status heartbeat every second, so a few seconds without any message means it is not
-running or not reachable, which is different from a quiet room.
+running or not reachable, which is different from a quiet room. The heartbeats are received even
+when ``--topic`` asks for something narrower (``event`` in a quiet room may print nothing for
+hours): they prove the daemon is alive, and only what was asked for is printed.
 """
 
 from __future__ import annotations
@@ -102,6 +104,19 @@ def format_message(message: dict[str, Any], last_status: dict[str, Any] | None =
     )
 
 
+def topic_prefixes(topic: str | None) -> tuple[str, str | None]:
+    """(the prefix to print, the status prefix to receive as well, or None when the first covers it).
+
+    ``event`` -> ``edge-dac/v1/event`` and ``edge-dac/v1/status/``; ``caption/kitchen`` -> the
+    kitchen's captions and the kitchen's status.
+    """
+    root = f"{TOPIC_ROOT}/"
+    wanted = root if not topic else topic if topic.startswith(TOPIC_ROOT) else root + topic.lstrip("/")
+    device = wanted[len(root):].partition("/")[2] if wanted.startswith(root) else ""
+    alive = f"{root}status/{device}"
+    return wanted, None if alive.startswith(wanted) else alive
+
+
 def listen(
     endpoint: str,
     *,
@@ -114,9 +129,11 @@ def listen(
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
-    """Print messages until ``count`` were printed or ``timeout_s`` passed; 1 if none arrived."""
-    prefix = topic if topic is None or topic.startswith(TOPIC_ROOT) else f"{TOPIC_ROOT}/{topic}"
-    subscriber = Subscriber(endpoint, (prefix or f"{TOPIC_ROOT}/",), server_key=server_key, client_key=client_key)
+    """Print messages until ``count`` were printed or ``timeout_s`` passed; 1 if nothing (not even a
+    heartbeat) arrived."""
+    wanted, alive = topic_prefixes(topic)
+    topics = (wanted,) if alive is None else (wanted, alive)
+    subscriber = Subscriber(endpoint, topics, server_key=server_key, client_key=client_key)
     last_seq: dict[str, int] = {}
     last_status: dict[str, dict[str, Any]] = {}
     printed = received = 0
@@ -136,6 +153,10 @@ def listen(
             name, message = item
             received += 1
             last_message, warned = time.monotonic(), False
+            if not name.startswith(wanted):  # a heartbeat received only as proof of life
+                if message["type"] == "status" and message["state"] == "offline":
+                    print(f"[{message['device']}] daemon stopped (offline)", file=err, flush=True)
+                continue
             if name in last_seq and message["seq"] != last_seq[name] + 1:
                 missed = message["seq"] - last_seq[name] - 1
                 note = f"missed {missed} message(s)" if missed > 0 else "sequence restarted (daemon restarted)"
