@@ -9,12 +9,15 @@ from edge_dac.model import Captioner, ModelDims, train_tokenizer
 CAPTIONS = ["a dog barks while rain falls", "a man speaks then a door slams twice", "birds sing in the distance"]
 
 
-def tiny_captioner(kind: str = "dac", seconds: float = 2.0, stem: str = "conv1d") -> Captioner:
+def tiny_captioner(
+    kind: str = "dac", seconds: float = 2.0, stem: str = "conv1d", wording_codes: int = 0, event_classes=()
+) -> Captioner:
     torch.manual_seed(0)
     tokenizer = train_tokenizer(CAPTIONS, vocab_size=80)
     dims = ModelDims(
         kind=kind, vocab_size=len(tokenizer), max_audio_seconds=seconds, encoder_width=64, decoder_width=64,
         encoder_layers=2, decoder_layers=2, encoder_heads=4, decoder_heads=4, max_caption_tokens=12,
-        embedding_dim=16, encoder_stem=stem, encoder_channels=8,
+        embedding_dim=16, encoder_stem=stem, encoder_channels=8, wording_codes=wording_codes,
+        event_classes=tuple(event_classes),
     )
     return Captioner(dims, tokenizer).eval()

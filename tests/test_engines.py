@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from loguru import logger
 
 from edge_dac.const import default_engines_dir
@@ -22,7 +23,7 @@ from edge_dac.engines.clips import demo_windows
 from edge_dac.engines.select import unavailable
 from edge_dac.engines.store import MANIFEST, file_sha256
 from edge_dac.errors import EdgeDacError
-from edge_dac.model import DecodingOptions, save_captioner
+from edge_dac.model import save_captioner
 from tests.factories import tiny_captioner
 
 STEPS, CANDIDATES = 4, 3
@@ -67,34 +68,49 @@ def texts(results):
     return [[candidate.caption for candidate in candidates] for candidates in results]
 
 
-def test_eager_engine_is_exactly_captioner_generate(model_dir, windows, eager_captions):
-    engine = load_engine(model_dir, "eager")
-    expected = engine.captioner.generate(windows, DecodingOptions(steps=STEPS, candidates=CANDIDATES, seed=0))
-    assert eager_captions == expected  # captions and scores, bit for bit
+@pytest.fixture(scope="module")
+def coded_model_dir(tmp_path_factory):
+    """A DAC model with wording codes: its step graph has a ``code`` input."""
+    captioner = tiny_captioner("dac", seconds=2.0, wording_codes=3)
+    torch.nn.init.normal_(captioner.decoder.wording.weight, std=1.0)  # untrained codes are near zero
+    return save_captioner(captioner, tmp_path_factory.mktemp("coded") / "tiny-dac-codes")
 
 
-def test_onnxruntime_fp32_writes_eager_captions(model_dir, engines_dir, onnx_folder, windows, eager_captions):
-    engine = load_engine(model_dir, "onnxruntime", engines_dir=engines_dir)
-    assert engine.folder == onnx_folder  # built once by the fixture, reused here
-    assert texts(engine.caption(windows, STEPS, CANDIDATES)) == texts(eager_captions)
-    assert texts(engine.caption(windows[:1], STEPS, 1)) == texts(load_engine(model_dir, "eager").caption(
+@pytest.mark.parametrize(
+    ("backend", "coded"),
+    [
+        ("onnxruntime", False),
+        ("onnxruntime", True),
+        pytest.param("torch-compile", False, marks=pytest.mark.slow),  # Inductor: 1-3 min on 2 cores
+    ],
+)
+def test_every_fp32_backend_writes_eager_captions_from_the_same_seed(
+    backend, coded, model_dir, coded_model_dir, engines_dir, windows, eager_captions
+):
+    folder = coded_model_dir if coded else model_dir
+    expected = eager_captions if not coded else load_engine(folder, "eager").caption(windows, STEPS, CANDIDATES)
+    engine = load_engine(folder, backend, engines_dir=engines_dir)
+    assert engine.backend == backend
+    assert texts(engine.caption(windows, STEPS, CANDIDATES)) == texts(expected)
+    assert texts(engine.caption(windows[:1], STEPS, 1)) == texts(load_engine(folder, "eager").caption(
         windows[:1], STEPS, 1))
+    if coded:  # the codes reach the compiled graph: K candidates of one window are K wordings
+        assert any(len({c.caption for c in window}) > 1 for window in expected)
 
 
-def test_onnxruntime_int8_reports_its_quality(model_dir, engines_dir, windows, eager_captions):
+def test_onnxruntime_int8_reports_its_quality_truthfully(model_dir, engines_dir, onnx_folder):
+    """The quality an int8 build reports is what its captions really are against fp32 on the demo clips."""
     engine = load_engine(model_dir, "onnxruntime", engines_dir=engines_dir, precision="int8")
     quality = json.loads((engine.folder / MANIFEST).read_text())["quality"]
-    assert quality["clips"] == 45 and 0 <= quality["differing_share"] <= 1  # 5 scenes x 9 windows of 2 s, hop 1 s
-    differing = sum(a[0] != b[0] for a, b in zip(texts(engine.caption(windows, STEPS, CANDIDATES)),
-                                                 texts(eager_captions), strict=True))
-    print(f"int8: {differing} of {len(windows)} captions differ from eager; demo check {quality}")
-
-
-@pytest.mark.slow  # Inductor compiles C++ for four graph shapes: 1-3 min on 2 cores
-def test_torch_compile_writes_eager_captions(model_dir, engines_dir, windows, eager_captions):
-    engine = load_engine(model_dir, "torch-compile", engines_dir=engines_dir)
-    assert engine.backend == "torch-compile"
-    assert texts(engine.caption(windows, STEPS, CANDIDATES)) == texts(eager_captions)
+    clips = demo_windows(engine.sample_rate, engine.window_samples)
+    assert quality["clips"] == len(clips) == 45  # 5 scenes x 9 windows of 2 s, hop 1 s
+    fp32 = load_engine(model_dir, "onnxruntime", engines_dir=engines_dir)
+    int8_best = [r[0].caption for r in engine.caption(clips, quality["steps"], quality["candidates"])]
+    fp32_best = [r[0].caption for r in fp32.caption(clips, quality["steps"], quality["candidates"])]
+    differing = sum(a != b for a, b in zip(int8_best, fp32_best, strict=True))
+    assert quality["differing_captions"] == differing
+    assert quality["differing_share"] == round(differing / len(clips), 4)
+    assert 0.0 < quality["word_agreement"] <= 1.0
 
 
 def test_changed_weights_build_a_new_engine_and_a_mismatched_manifest_is_rebuilt(

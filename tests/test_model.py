@@ -6,10 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+from edge_dac.engines.graphs import ContextGraph, StepGraph, example_inputs, export_programs
 from edge_dac.model import DecodingOptions, ModelDims, normalize_caption
-from edge_dac.model.decoding import collapse_repeated_words, cut_and_collapse, minimum_bayes_risk_order
+from edge_dac.model.decoding import (
+    collapse_repeated_words,
+    cut_and_collapse,
+    decode,
+    is_broken,
+    minimum_bayes_risk_order,
+)
 from edge_dac.model.frontend import LogMel
-from edge_dac.model.graphs import AudioGraph, DenoiserStepGraph, example_inputs, export_graphs
 from edge_dac.windows import plan_windows
 from tests.factories import CAPTIONS, tiny_captioner
 
@@ -54,24 +60,80 @@ def test_dac_sampling_is_seeded():
     audio = torch.randn(2, captioner.dims.max_audio_samples) * 0.1
     first = captioner.generate(audio, DecodingOptions(steps=3, candidates=4, seed=7))
     again = captioner.generate(audio, DecodingOptions(steps=3, candidates=4, seed=7))
-    assert first == again
+    other = captioner.generate(audio, DecodingOptions(steps=3, candidates=4, seed=8))
+    assert first == again and first != other
 
 
-@pytest.mark.parametrize("stem", ["conv1d", "cnn2d"])
-def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem):
-    captioner = tiny_captioner("dac", stem=stem)
-    programs = export_graphs(captioner, max_batch=16)
+def test_the_same_window_gets_the_same_caption_at_any_row_of_any_batch():
+    """The starting noise depends on the seed and the window's samples, never on its row."""
+    captioner = tiny_captioner("dac")
+    generator = torch.Generator().manual_seed(3)
+    clip, other = (torch.randn(2, captioner.dims.max_audio_samples, generator=generator) * 0.1).unbind()
+    options = DecodingOptions(steps=2, candidates=3)
+
+    def captions(results):  # scores agree to float rounding (batched matmuls), captions exactly
+        return [[c.caption for c in window] for window in results]
+
+    alone = captions(decode(captioner, clip[None], options))[0]
+    batch = captions(decode(captioner, torch.stack([other, clip, other, clip, clip]), options))
+    assert [batch[i] for i in (1, 3, 4)] == [alone] * 3 and batch[0] != alone
+    split = captions(decode(captioner, torch.stack([other, clip]), options, max_rows=3))  # one window a call
+    assert split == [batch[0], alone]
+
+
+def test_wording_codes_give_each_candidate_its_own_wording():
+    """Candidate k is denoised under code k: the same starting noise under two codes gives two
+    different predictions, and K candidates of one window cycle through the codes."""
+    captioner = tiny_captioner("dac", wording_codes=4).eval()
+    decoder = captioner.decoder
+    assert decoder.candidate_codes(2, 5).tolist() == [0, 1, 2, 3, 0, 0, 1, 2, 3, 0]
+    torch.nn.init.normal_(decoder.wording.weight, std=1.0)  # untrained codes are near zero
+    dims = captioner.dims
+    audio = torch.randn(1, dims.max_audio_samples) * 0.1
+    kv = decoder.candidate_kv(decoder.prepare_audio(captioner.encode_audio(audio)), 2)
+    noisy = torch.randn(1, dims.max_caption_tokens, dims.embedding_dim).repeat(2, 1, 1)
+    with torch.no_grad():
+        logits, _ = decoder.step(noisy, torch.ones(2), torch.zeros_like(noisy), torch.tensor([0, 1]), kv)
+    assert not torch.allclose(logits[0], logits[1], atol=1e-3)
+    candidates = captioner.generate(audio, DecodingOptions(steps=2, candidates=4, prefer_whole=False))[0]
+    assert len(candidates) == 4
+
+
+@pytest.mark.parametrize(("stem", "codes"), [("conv1d", 0), ("cnn2d", 0), ("conv1d", 3)])
+def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem, codes):
+    captioner = tiny_captioner("dac", stem=stem, wording_codes=codes)
+    if codes:
+        torch.nn.init.normal_(captioner.decoder.wording.weight, std=1.0)
+    programs = export_programs(captioner, max_windows=16)
     for batch in (1, 5):
         inputs = example_inputs(captioner, batch=batch)
+        assert len(inputs["step"]) == (6 if codes else 5)
         with torch.no_grad():
-            eager_audio = AudioGraph(captioner)(*inputs["audio"])
+            eager_audio = ContextGraph(captioner)(*inputs["audio"])
             exported_audio = programs["audio"].module()(*inputs["audio"])
-            eager_logits, eager_x0 = DenoiserStepGraph(captioner)(*inputs["step"])
+            eager_logits, eager_x0 = StepGraph(captioner)(*inputs["step"])
             exported_logits, exported_x0 = programs["step"].module()(*inputs["step"])
-        assert exported_audio.shape[0] == batch
+        assert exported_audio[0].shape[0] == batch
         torch.testing.assert_close(exported_audio, eager_audio, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(exported_logits, eager_logits, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(exported_x0, eager_x0, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("caption", "broken"),
+    [
+        ("a gun fires and a twice and a", True),
+        ("a bow is far away and a", True),
+        ("a drum an a with a in background the background", True),
+        ("a car passes with", True),
+        ("", True),
+        ("a dog barks while rain falls", False),
+        ("in the rain, a dog barks before a car horn honks", False),
+        ("a man speaks and then it goes quiet", False),
+    ],
+)
+def test_broken_captions_are_told_from_whole_ones(caption, broken):
+    assert is_broken(caption) is broken
 
 
 def test_cut_and_collapse_and_repeated_words():

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from edge_dac.engines.base import Runner
 from edge_dac.model.captioner import Captioner
+from edge_dac.model.decoding import Runner
 
 
 class Backend:

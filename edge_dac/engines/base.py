@@ -1,56 +1,27 @@
 """The engine interface used by the daemon, ``edge-dac caption`` and ``edge-dac eval``.
 
-Every backend runs the same pipeline: windows -> audio graph (once per window) -> the DDIM loop of
-``DiffusionDecoder.denoise`` with the backend's step graph -> ``Captioner.rank``. Only the two
-graph calls differ between backends; the starting noise is drawn here, on the CPU from a seeded
-generator, so every backend (CPU or GPU) starts from the very same numbers and fp32 backends write
-the very same captions.
+Every backend runs ``edge_dac.model.decoding.DecodingTask`` with its own ``Runner`` (audio graph
+once per window, denoiser step graph per step). Only the two graph calls differ between backends;
+the task draws the starting noise on the CPU from the seed and each window's samples, so every
+backend (CPU or GPU) starts from the very same numbers and fp32 backends write the very same captions.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from edge_dac.engines.store import file_sha256
 from edge_dac.errors import EdgeDacError
 from edge_dac.model.captioner import Captioner
 from edge_dac.model.checkpoint import WEIGHTS_FILE
-from edge_dac.model.decoding import Candidate, DecodingOptions
-from edge_dac.model.diffusion import DiffusionDecoder
+from edge_dac.model.decoding import Candidate, DecodingOptions, DecodingTask, EagerRunner, Runner
 
 
 def model_id_of(model_dir: Path) -> str:
     """``<folder name>@<first 12 hex of the weights' sha256>``: names the exact weights in every message."""
     return f"{model_dir.resolve().name}@{file_sha256(model_dir / WEIGHTS_FILE)[:12]}"
-
-
-class Runner(Protocol):
-    """A backend's two graph calls. ``context`` returns whatever ``step`` reads the audio from."""
-
-    def context(self, windows: torch.Tensor, candidates: int) -> Any: ...
-
-    def step(
-        self, noisy: torch.Tensor, t: torch.Tensor, self_cond: torch.Tensor, code: torch.Tensor, context: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-
-class EagerRunner:
-    """The model's own modules, exactly the path of ``Captioner.generate``."""
-
-    def __init__(self, captioner: Captioner):
-        self.captioner = captioner
-        self.decoder = captioner.decoder
-
-    def context(self, windows: torch.Tensor, candidates: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        features = self.captioner.encode_audio(windows)
-        return self.decoder.candidate_kv(self.decoder.prepare_audio(features), candidates)
-
-    def step(self, noisy, t, self_cond, code, context):
-        return self.decoder.step(noisy, t, self_cond, code, context)
 
 
 class CaptionEngine:
@@ -83,32 +54,14 @@ class CaptionEngine:
     def caption(self, windows: np.ndarray, steps: int = 6, candidates: int = 5) -> list[list[Candidate]]:
         if self.runner is None:
             raise NotImplementedError
-        options = DecodingOptions(steps=steps, candidates=candidates, seed=self.seed)
-        with torch.inference_mode():
-            return self._sample(torch.as_tensor(windows, dtype=torch.float32), options)
-
-    def _sample(self, audio: torch.Tensor, options: DecodingOptions) -> list[list[Candidate]]:
-        captioner, decoder = self.captioner, self.captioner.decoder
-        assert isinstance(decoder, DiffusionDecoder) and self.runner is not None
-        audio = captioner.fit_length(audio[None] if audio.ndim == 1 else audio)
-        dims, k = captioner.dims, options.candidates
-        generator = torch.Generator().manual_seed(options.seed) if options.seed is not None else None
-        noise = torch.randn((audio.shape[0] * k, dims.max_caption_tokens, dims.embedding_dim), generator=generator)
-        noise = noise * options.noise_scale
-        per_call = min(audio.shape[0], self.max_windows or audio.shape[0], (self.max_rows or k * audio.shape[0]) // k)
-        if per_call < 1:
-            raise EdgeDacError(f"{k} candidates per window exceed this engine's {self.max_rows} rows per call")
-        results: list[list[Candidate]] = []
-        for first in range(0, audio.shape[0], per_call):
-            chunk = audio[first : first + per_call].to(self.device)
-            context = self.runner.context(chunk, k)
-            rows = noise[first * k : (first + chunk.shape[0]) * k].to(self.device)
-            codes = decoder.candidate_codes(chunk.shape[0], k).to(self.device)
-            tokens, log_probs = decoder.denoise(rows, context, options.steps, self.runner.step, codes)
-            tokens = tokens.view(-1, k, dims.max_caption_tokens).cpu()
-            log_probs = log_probs.view(-1, k, dims.max_caption_tokens).float().cpu()
-            results += [captioner.rank(tokens[i].tolist(), log_probs[i].tolist(), options) for i in range(len(tokens))]
-        return results
+        # The AR twin's K candidates are its K best beams.
+        beams = candidates if self.captioner.dims.kind == "ar" else 1
+        options = DecodingOptions(steps=steps, candidates=candidates, beam_size=beams, seed=self.seed)
+        try:
+            task = DecodingTask(self.captioner, options, self.runner, self.max_rows, self.max_windows)
+        except ValueError as error:
+            raise EdgeDacError(str(error)) from None
+        return task.run(windows)
 
     def warm_up(self, batch: int = 1) -> None:
         """One pass on silence, so the first real window does not pay for allocation and compilation."""
@@ -123,10 +76,3 @@ class EagerEngine(CaptionEngine):
     def __init__(self, captioner: Captioner, model_id: str, seed: int = 0, device: str = "cpu"):
         captioner = captioner.to(device).eval()
         super().__init__(captioner, model_id, seed, runner=EagerRunner(captioner), device=device)
-
-    def caption(self, windows: np.ndarray, steps: int = 6, candidates: int = 5) -> list[list[Candidate]]:
-        if self.captioner.dims.kind == "dac":
-            return super().caption(windows, steps, candidates)
-        options = DecodingOptions(steps=steps, candidates=candidates, beam_size=candidates, seed=self.seed)
-        with torch.inference_mode():  # the autoregressive baseline: beam search, nothing to compile
-            return self.captioner.generate(torch.as_tensor(windows, dtype=torch.float32), options)

@@ -29,8 +29,7 @@ import numpy as np
 import torch
 
 from edge_dac.model.captioner import Captioner
-from edge_dac.model.decoding import Candidate, DecodingOptions
-from edge_dac.model.diffusion import DiffusionDecoder
+from edge_dac.model.decoding import Candidate, DecodingOptions, DecodingTask
 
 CaptionFn = Callable[[np.ndarray], list[list[Candidate]]]
 
@@ -74,37 +73,15 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def decode_features(
-    captioner: Captioner, features: torch.Tensor, options: DecodingOptions
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The decoder's raw (batch, rows, length) token ids and log-probabilities, as ``generate`` runs it."""
-    decoder = captioner.decoder
-    if isinstance(decoder, DiffusionDecoder):
-        generator = None
-        if options.seed is not None:
-            generator = torch.Generator(device=features.device).manual_seed(options.seed)
-        return decoder.sample(features, options.steps, options.candidates, generator, options.noise_scale)
-    if options.beam_size > 1 or options.candidates > 1:
-        return decoder.beam_search(features, max(options.beam_size, options.candidates))
-    return decoder.greedy(features)
-
-
 def decoding_alone(
     captioner: Captioner, audio: np.ndarray, options: DecodingOptions, runner: Any = None
 ) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
-    """A call that runs only the decoder on ``audio``'s precomputed encoder output (or runner context)."""
-    windows = captioner.fit_length(torch.as_tensor(audio, device=captioner.device))
-    decoder = captioner.decoder
-    if runner is None or not isinstance(decoder, DiffusionDecoder):
-        features = captioner.encode_audio(windows)
-        return lambda: decode_features(captioner, features, options)
-    context = runner.context(windows, options.candidates)
-    generator = torch.Generator().manual_seed(options.seed) if options.seed is not None else None
-    rows = audio.shape[0] * options.candidates
-    noise = torch.randn((rows, captioner.dims.max_caption_tokens, captioner.dims.embedding_dim), generator=generator)
-    noise = (noise * options.noise_scale).to(captioner.device)
-    codes = decoder.candidate_codes(audio.shape[0], options.candidates).to(captioner.device)
-    return lambda: decoder.denoise(noise, context, options.steps, runner.step, codes)
+    """A call that runs only the decoder (``DecodingTask.sample``) on ``audio``'s precomputed audio
+    side: the encoder output for AR, the backend's cross-attention context for DAC."""
+    task = DecodingTask(captioner, options, runner)
+    windows = captioner.fit_length(torch.as_tensor(audio, dtype=torch.float32))
+    context, noise = task.context(windows), task.noise(windows)
+    return lambda: task.sample(context, noise)
 
 
 def generated_tokens(tokens: torch.Tensor, eos_id: int, pad_id: int) -> int:

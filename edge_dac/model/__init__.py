@@ -2,7 +2,7 @@
 
 from edge_dac.model.captioner import Captioner
 from edge_dac.model.checkpoint import load_captioner, save_captioner
-from edge_dac.model.decoding import Candidate, DecodingOptions
+from edge_dac.model.decoding import Candidate, DecodingOptions, decode
 from edge_dac.model.dims import ModelDims
 from edge_dac.model.tokenizer import load_tokenizer, normalize_caption, train_tokenizer
 
@@ -11,6 +11,7 @@ __all__ = [
     "Captioner",
     "DecodingOptions",
     "ModelDims",
+    "decode",
     "load_captioner",
     "load_tokenizer",
     "normalize_caption",

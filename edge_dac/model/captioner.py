@@ -13,19 +13,12 @@ from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from edge_dac.model.autoregressive import ARDecoder
-from edge_dac.model.decoding import (
-    Candidate,
-    DecodingOptions,
-    collapse_repeated_words,
-    cut_and_collapse,
-    is_broken,
-    minimum_bayes_risk_order,
-)
+from edge_dac.model.decoding import Candidate, DecodingOptions, decode
 from edge_dac.model.diffusion import DiffusionDecoder
 from edge_dac.model.dims import ModelDims
 from edge_dac.model.encoder import AudioEncoder, EventHead
 from edge_dac.model.frontend import LogMel
-from edge_dac.model.tokenizer import BOS, EOS, PAD, decode_tokens, encode_caption
+from edge_dac.model.tokenizer import BOS, EOS, PAD, encode_caption
 
 
 class Captioner(nn.Module):
@@ -109,53 +102,9 @@ class Captioner(nn.Module):
 
     # -- inference -------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def generate(
         self, audio: torch.Tensor | np.ndarray, options: DecodingOptions | None = None
     ) -> list[list[Candidate]]:
-        """Captions for a batch of waveforms (batch, samples): per clip, candidates best first."""
-        options = options or DecodingOptions()
-        audio = torch.as_tensor(audio, dtype=torch.float32, device=self.device)
-        if audio.ndim == 1:
-            audio = audio[None]
-        features = self.encode_audio(self.fit_length(audio))
-        if isinstance(self.decoder, DiffusionDecoder):
-            generator = None
-            if options.seed is not None:
-                generator = torch.Generator(device=self.device).manual_seed(options.seed)
-            tokens, log_probs = self.decoder.sample(
-                features, options.steps, options.candidates, generator, options.noise_scale
-            )
-        elif options.beam_size > 1 or options.candidates > 1:
-            tokens, log_probs = self.decoder.beam_search(features, max(options.beam_size, options.candidates))
-        else:
-            tokens, log_probs = self.decoder.greedy(features)
-        return [
-            self.rank(tokens[i].tolist(), log_probs[i].tolist(), options) for i in range(tokens.shape[0])
-        ]
-
-    def rank(self, rows: list[list[int]], log_probs: list[list[float]], options: DecodingOptions) -> list[Candidate]:
-        """One clip's candidate token rows -> captions, best first (shared by every engine backend)."""
-        candidates = []
-        for ids, row_log_probs in zip(rows, log_probs, strict=True):
-            kept = cut_and_collapse(ids, self.eos_id, self.pad_id)
-            # Score over the tokens that were written plus the [EOS] that ended them.
-            used = row_log_probs[: min(len(ids), _end_index(ids, self.eos_id, self.pad_id) + 1)]
-            score = float(np.mean(used)) if used else float("-inf")
-            caption = collapse_repeated_words(decode_tokens(self.tokenizer, kept))
-            candidates.append(Candidate(caption, score))
-        candidates.sort(key=lambda c: -c.score)
-        rank = options.rank if options.rank != "auto" else ("mbr" if self.dims.kind == "dac" else "score")
-        if rank == "mbr":
-            order = minimum_bayes_risk_order([c.caption for c in candidates])
-            candidates = [candidates[i] for i in order]
-        if options.prefer_whole:  # a stable sort: the order above among the whole ones, then the rest
-            candidates.sort(key=lambda c: is_broken(c.caption))
-        return candidates[: options.candidates]
-
-
-def _end_index(ids: list[int], eos_id: int, pad_id: int) -> int:
-    for index, token in enumerate(ids):
-        if token in (eos_id, pad_id):
-            return index
-    return len(ids) - 1
+        """Captions for a batch of waveforms (batch, samples): per clip, candidates best first
+        (``edge_dac.model.decoding.decode`` with the model's own modules)."""
+        return decode(self, audio, options)

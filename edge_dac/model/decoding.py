@@ -1,9 +1,29 @@
-"""Decoding options and the post-processing shared by both decoders."""
+"""Decoding: one entry point, ``decode(model, audio, options)``, for every caller and backend.
+
+``DecodingTask`` owns the whole path from waveforms to ranked captions: the starting noise (drawn on
+the CPU from the seed and each window's own samples, so the same audio gets the same caption at any
+position, in any batch and on any backend or device), candidate expansion (K rows per window, each
+with its wording code), the DDIM loop, and ranking. A backend supplies only a ``Runner``: its audio
+graph (``context``) and its denoiser step (``step``); ``EagerRunner`` is the model's own modules.
+The AR twin decodes greedily or by beam search from the same task.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+
+from edge_dac.model.diffusion import DiffusionDecoder
+from edge_dac.model.tokenizer import decode_tokens
+
+if TYPE_CHECKING:
+    from edge_dac.model.captioner import Captioner
 
 
 @dataclass(frozen=True)
@@ -131,3 +151,171 @@ def minimum_bayes_risk_order(captions: list[str]) -> list[int]:
         for i, w in enumerate(words)
     ]
     return sorted(range(len(words)), key=lambda i: -agreement[i])
+
+
+# --- the decoding task -----------------------------------------------------------------------------
+
+
+class Runner(Protocol):
+    """A backend's two graph calls. ``context`` returns whatever ``step`` reads the audio from."""
+
+    def context(self, windows: torch.Tensor, candidates: int) -> Any: ...
+
+    def step(
+        self, noisy: torch.Tensor, t: torch.Tensor, self_cond: torch.Tensor, code: torch.Tensor, context: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class EagerRunner:
+    """The model's own modules: the reference every compiled backend must match."""
+
+    def __init__(self, model: Captioner):
+        self.model = model
+        self.decoder = model.decoder
+
+    def context(self, windows: torch.Tensor, candidates: int) -> Any:
+        features = self.model.encode_audio(windows)
+        if not isinstance(self.decoder, DiffusionDecoder):
+            return features  # the AR decoder reads the encoder features (one row per window)
+        return self.decoder.candidate_kv(self.decoder.prepare_audio(features), candidates)
+
+    def step(self, noisy, t, self_cond, code, context):
+        return self.decoder.step(noisy, t, self_cond, code, context)
+
+
+def window_seed(seed: int, window: torch.Tensor) -> int:
+    """A 63-bit seed from the decoding seed and a window's float32 samples: the window's starting
+    noise depends on what it holds, never on its row in a batch or its place in a stream."""
+    digest = hashlib.blake2b(np.ascontiguousarray(window.detach().cpu().numpy(), dtype=np.float32), digest_size=8)
+    digest.update(int(seed).to_bytes(8, "little", signed=True))
+    return int.from_bytes(digest.digest(), "little") >> 1
+
+
+class DecodingTask:
+    """Waveforms -> ranked candidate captions for one model, one set of options and one backend.
+
+    ``max_rows`` / ``max_windows``: most denoiser rows (windows x candidates) and windows a backend
+    takes per call (engines built for a fixed batch range); larger batches are split.
+    """
+
+    def __init__(
+        self,
+        model: Captioner,
+        options: DecodingOptions,
+        runner: Runner | None = None,
+        max_rows: int | None = None,
+        max_windows: int | None = None,
+    ):
+        self.model = model
+        self.options = options
+        self.runner = runner or EagerRunner(model)
+        self.is_dac = isinstance(model.decoder, DiffusionDecoder)
+        self.rows_per_window = options.candidates if self.is_dac else 1
+        if max_rows is not None and max_rows < self.rows_per_window:
+            raise ValueError(f"{options.candidates} candidates per window exceed the backend's {max_rows} rows a call")
+        limits = [n for n in (max_windows, max_rows // self.rows_per_window if max_rows else None) if n]
+        self.windows_per_call = min(limits) if limits else None
+
+    @torch.inference_mode()
+    def run(self, audio: torch.Tensor | np.ndarray) -> list[list[Candidate]]:
+        """Captions for (batch, samples) or (samples,) waveforms: per window, candidates best first."""
+        windows = torch.as_tensor(audio, dtype=torch.float32)
+        windows = self.model.fit_length(windows[None] if windows.ndim == 1 else windows.cpu())
+        step = self.windows_per_call or max(len(windows), 1)
+        results: list[list[Candidate]] = []
+        for first in range(0, len(windows), step):
+            chunk = windows[first : first + step]
+            tokens, log_probs = self.sample(self.context(chunk), self.noise(chunk))
+            results += self.rank(tokens, log_probs)
+        return results
+
+    def noise(self, windows: torch.Tensor) -> torch.Tensor | None:
+        """DAC's starting noise, (windows x candidates, length, emb), drawn on the CPU; None for AR."""
+        if not self.is_dac:
+            return None
+        dims, k = self.model.dims, self.options.candidates
+        shape = (k, dims.max_caption_tokens, dims.embedding_dim)
+        if self.options.seed is None:
+            noise = torch.randn((len(windows) * k, *shape[1:]))
+        else:
+            generators = [torch.Generator().manual_seed(window_seed(self.options.seed, w)) for w in windows]
+            noise = torch.cat([torch.randn(shape, generator=g) for g in generators]) if generators else torch.empty(0)
+        return noise * self.options.noise_scale
+
+    def context(self, windows: torch.Tensor) -> Any:
+        """The backend's audio side for these windows, once per window (repeated per candidate row)."""
+        return self.runner.context(windows.to(self.model.device), self.rows_per_window)
+
+    def sample(self, context: Any, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and their log-probabilities, (rows, length): the decoder alone (what speed measures)."""
+        decoder = self.model.decoder
+        if not isinstance(decoder, DiffusionDecoder):
+            beams = max(self.options.beam_size, self.options.candidates)
+            tokens, log_probs = decoder.beam_search(context, beams) if beams > 1 else decoder.greedy(context)
+            return tokens.flatten(0, -2), log_probs.flatten(0, -2)
+        assert noise is not None
+        rows = noise.shape[0]
+        device = self.model.device
+        x = noise.to(device)
+        codes = decoder.candidate_codes(rows // self.options.candidates, self.options.candidates).to(device)
+        self_cond = torch.zeros_like(x)
+        times = torch.linspace(1.0, 0.0, self.options.steps + 1, device=device)
+        logits = x0 = None
+        for i in range(self.options.steps):
+            t, t_next = times[i].expand(rows), times[i + 1].expand(rows)
+            logits, x0 = self.runner.step(x, t, self_cond, codes, context)
+            self_cond = x0
+            if i + 1 < self.options.steps:
+                x = decoder.ddim_step(x, x0, t, t_next)
+        assert logits is not None
+        token_log_probs, tokens = torch.log_softmax(logits.float(), dim=-1).max(dim=-1)
+        return tokens, token_log_probs
+
+    def rank(self, tokens: torch.Tensor, log_probs: torch.Tensor) -> list[list[Candidate]]:
+        """(windows x rows, length) decoder output -> per window, its candidates best first."""
+        per_window = self.options.candidates if self.is_dac else max(self.options.beam_size, self.options.candidates)
+        tokens = tokens.view(-1, per_window, tokens.shape[-1]).cpu()
+        log_probs = log_probs.float().view(-1, per_window, log_probs.shape[-1]).cpu()
+        return [
+            rank_candidates(self.model, rows.tolist(), scores.tolist(), self.options)
+            for rows, scores in zip(tokens, log_probs, strict=True)
+        ]
+
+
+def decode(
+    model: Captioner,
+    audio: torch.Tensor | np.ndarray,
+    options: DecodingOptions | None = None,
+    runner: Runner | None = None,
+    max_rows: int | None = None,
+) -> list[list[Candidate]]:
+    """Captions of (batch, samples) waveforms at the model's rate: per window, candidates best first."""
+    return DecodingTask(model, options or DecodingOptions(), runner, max_rows).run(audio)
+
+
+def rank_candidates(
+    model: Captioner, rows: Sequence[Sequence[int]], log_probs: Sequence[Sequence[float]], options: DecodingOptions
+) -> list[Candidate]:
+    """One window's candidate token rows -> captions, best first (pluggable by ``options.rank``)."""
+    candidates = []
+    for ids, row_log_probs in zip(rows, log_probs, strict=True):
+        kept = cut_and_collapse(list(ids), model.eos_id, model.pad_id)
+        # Score over the tokens that were written plus the [EOS] that ended them.
+        used = list(row_log_probs)[: min(len(ids), _end_index(ids, model.eos_id, model.pad_id) + 1)]
+        score = float(np.mean(used)) if used else float("-inf")
+        candidates.append(Candidate(collapse_repeated_words(decode_tokens(model.tokenizer, kept)), score))
+    candidates.sort(key=lambda c: -c.score)
+    rank = options.rank if options.rank != "auto" else ("mbr" if model.dims.kind == "dac" else "score")
+    if rank == "mbr":
+        order = minimum_bayes_risk_order([c.caption for c in candidates])
+        candidates = [candidates[i] for i in order]
+    if options.prefer_whole:  # a stable sort: the order above among the whole ones, then the rest
+        candidates.sort(key=lambda c: is_broken(c.caption))
+    return candidates[: options.candidates]
+
+
+def _end_index(ids: Sequence[int], eos_id: int, pad_id: int) -> int:
+    for index, token in enumerate(ids):
+        if token in (eos_id, pad_id):
+            return index
+    return len(ids) - 1

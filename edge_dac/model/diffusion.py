@@ -18,9 +18,7 @@ cross-attention to the audio features) denoises them. Choices, each measured (do
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -179,25 +177,6 @@ class DiffusionDecoder(nn.Module):
 
     # -- sampling --------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def sample(
-        self,
-        audio_features: torch.Tensor,
-        steps: int,
-        candidates: int,
-        generator: torch.Generator | None = None,
-        noise_scale: float = 1.0,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids (batch, candidates, length) and their log-probabilities, DDIM with x0-prediction."""
-        audio_kv = self.candidate_kv(self.prepare_audio(audio_features), candidates)
-        rows, length, emb = audio_features.shape[0] * candidates, self.dims.max_caption_tokens, self.dims.embedding_dim
-        x = torch.randn(
-            (rows, length, emb), generator=generator, device=audio_features.device, dtype=audio_features.dtype
-        )
-        codes = self.candidate_codes(audio_features.shape[0], candidates).to(audio_features.device)
-        tokens, log_probs = self.denoise(x * noise_scale, audio_kv, steps, codes=codes)
-        return tokens.view(-1, candidates, length), log_probs.view(-1, candidates, length)
-
     def candidate_codes(self, clips: int, candidates: int) -> torch.Tensor:
         """The wording code of each (clip, candidate) row: candidate k writes wording k (cycling), so
         K candidates are K wordings; all zeros for a model without codes."""
@@ -222,41 +201,3 @@ class DiffusionDecoder(nn.Module):
         """One sampler step in eager PyTorch: logits and the x0 estimate (their expected embedding)."""
         logits = self(noisy, t, self_cond, audio_kv=audio_kv, code=code)
         return logits, self.expected_embedding(logits)
-
-    @torch.no_grad()
-    def denoise(
-        self,
-        noise: torch.Tensor,
-        context: Any,
-        steps: int,
-        step_fn: Callable[
-            [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]
-        ]
-        | None = None,
-        codes: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The DDIM loop from starting noise (rows, length, emb): token ids and log-probabilities, (rows, length).
-
-        ``step_fn(x_t, t, self_cond, code, context) -> (logits, x0)`` is one denoiser evaluation; it defaults
-        to :meth:`step` with ``context`` the audio's cross-attention keys and values per candidate
-        row. Compiled engines pass their own graph (and whatever context it reads), so every backend
-        runs this same loop on the same noise.
-        """
-        step_fn = step_fn or self.step
-        rows = noise.shape[0]
-        if codes is None:
-            codes = torch.zeros(rows, dtype=torch.long, device=noise.device)
-        x = noise
-        self_cond = torch.zeros_like(x)
-        times = torch.linspace(1.0, 0.0, steps + 1, device=x.device)
-        logits = None
-        for i in range(steps):
-            t = times[i].expand(rows)
-            logits, x0 = step_fn(x, t, self_cond, codes, context)
-            self_cond = x0
-            if i + 1 < steps:
-                x = self.ddim_step(x, x0, times[i].expand(rows), times[i + 1].expand(rows))
-        assert logits is not None, "steps must be >= 1"
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        token_log_probs, tokens = log_probs.max(dim=-1)
-        return tokens, token_log_probs

@@ -77,7 +77,8 @@ class ModelDims:
         return self.encoder_stride * self.hop_length / self.sample_rate
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-shaped (lists, not tuples), so that a dict read back from config.json compares equal."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelDims:
