@@ -303,3 +303,15 @@ def test_evaluate_captions_rejects_malformed_input_with_one_line():
         evaluate_captions([["a dog barks"]], [[]], sbert=False, meteor=False)
     with pytest.raises(EdgeDacError, match="without labels_of"):
         evaluate_captions([["a dog"]], [["a dog"]], true_labels=[{"dog"}], sbert=False, meteor=False)
+
+
+def test_fluency_is_the_share_of_broken_captions_best_and_all():
+    from edge_dac.evaluation.metrics import fluency_metrics
+
+    predictions = [
+        ["a gun fires and a twice and a", "a gun fires twice"],  # best broken, second whole
+        ["a dog barks while rain falls", "a dog barks with"],
+        ["in the rain, a dog barks before a car horn honks", "a drum an a with a in background"],
+        ["a man speaks and then it goes quiet", "a man speaks"],
+    ]
+    assert fluency_metrics(predictions) == {"broken": 0.25, "broken_all_candidates": 0.375}

@@ -25,6 +25,7 @@ from edge_dac.evaluation.diversity import diversity_metrics
 from edge_dac.evaluation.embedder import SentenceEmbedder, sbert_similarity
 from edge_dac.evaluation.events import event_f1, labels_of_captions
 from edge_dac.evaluation.quality import coco_metrics
+from edge_dac.model.decoding import is_broken
 
 
 def _check_captions(name: str, clips: Sequence[Sequence[str]]) -> None:
@@ -80,4 +81,16 @@ def evaluate_captions(
         events = event_f1(labels_of_captions(best, labels_of), true_labels)
         results.update({f"event_{key}": value for key, value in events.items()})
     results.update(diversity_metrics(predictions))
+    results.update(fluency_metrics(predictions))
     return results
+
+
+def fluency_metrics(predictions: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Share of broken captions (``edge_dac.model.decoding.is_broken``: not a whole phrase), among
+    the best captions and among all candidates."""
+    best = [clip[0] for clip in predictions]
+    every = [caption for clip in predictions for caption in clip]
+    return {
+        "broken": sum(map(is_broken, best)) / len(best),
+        "broken_all_candidates": sum(map(is_broken, every)) / len(every),
+    }

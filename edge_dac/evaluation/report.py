@@ -16,6 +16,8 @@ QUALITY_ROWS = (
     ("cider_d", "CIDEr-D"),
     ("sbert_max", "SBERT (closest reference)"),
     ("sbert_mean", "SBERT (mean over references)"),
+    ("broken", "broken captions (share of best captions; lower is better)"),
+    ("broken_all_candidates", "broken captions (share of all candidates)"),
 )
 EVENT_ROWS = (
     ("event_precision", "precision"),
