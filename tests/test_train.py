@@ -117,7 +117,7 @@ def test_resume_repeats_the_uninterrupted_run_exactly(soundscape_cache, dac_run,
     assert curve(parts) == curve(whole)
     a = torch.load(whole / "checkpoints" / "step-0000006" / STATE_FILE, weights_only=False)
     b = torch.load(parts / "checkpoints" / "step-0000006" / STATE_FILE, weights_only=False)
-    for name in ("model", "ema", "tag_head"):
+    for name in ("model", "ema"):
         assert all(torch.equal(a[name][k], b[name][k]) for k in a[name]), name
     assert "tag_bce" in curve(whole)[1]
 
@@ -270,3 +270,50 @@ def test_caption_families_restrict_the_training_targets(soundscape_cache, catalo
     for index, caption in enumerate(batch.captions):
         picked = mixer.mix(only_listing.scene_seed(0, 0, index))
         assert caption == picked.captions[picked.families.index("listing")]
+
+
+def test_sed_targets_line_up_with_the_mixers_event_times(soundscape_cache, catalog_rows):
+    """Frame targets of a real mixed scene, through the training batch: each event's class is on
+    exactly at the encoder frames whose centres lie within its onset and offset."""
+    from edge_dac.data.mixer import SceneConfig, SceneMixer
+    from edge_dac.training.data import MixedScenes, frame_targets
+
+    mixer = SceneMixer(catalog_rows, soundscape_cache, SceneConfig(seconds=4.0), "train")
+    source = MixedScenes(mixer, seed=3, samples=64_000)
+    batch = source.batch(step=0, shard=0, size=4)
+    frame_seconds, frames = 0.04, 100  # stride 4 x hop 160 at 16 kHz, 4 s
+    for clip, index in zip(batch.events, range(4), strict=True):
+        scene = mixer.mix(source.scene_seed(0, 0, index))
+        assert clip == [(e["class"], e["onset"], e["offset"]) for e in scene.events]  # the mixer's own times
+        classes = sorted({name for name, _, _ in clip})
+        targets = frame_targets([clip], classes, frames, frame_seconds)[0]
+        for name, onset, offset in clip:
+            on = targets[:, classes.index(name)].bool()
+            centres = (torch.arange(frames) + 0.5) * frame_seconds
+            inside = (centres >= onset) & (centres < offset)
+            assert torch.equal(on & inside, inside)  # on wherever this event sounds
+            if sum(1 for other, _, _ in clip if other == name) == 1:
+                assert torch.equal(on, inside)  # and nowhere else when the class is placed once
+            first = int(on.nonzero()[0])
+            assert abs((first + 0.5) * frame_seconds - onset) <= frame_seconds  # within one frame
+
+
+def test_finetuning_keeps_the_event_head_and_adds_it_when_missing(soundscape_cache, dac_run, tmp_path):
+    """A checkpoint without an event head gets one (and wording codes) for finetuning; one with a
+    head continues it: the finetuned head starts from the checkpoint's weights, not afresh."""
+    sections = {"optim": {"steps": 2, "learning_rate": 1e-9, "warmup_steps": 0},
+                "validation": {"every": 100, "scenes": 2}, "loss": {"sed_weight": 1.0, "tag_weight": 0.5},
+                "model": {"wording_codes": 3}}
+    config = load_train_config(write_config(tmp_path / "ft.yaml", tiny_config(**sections)))
+    assert not load_captioner(dac_run / "best").dims.event_classes
+    train(config, tmp_path / "first", init=dac_run / "best", progress=False)
+    first = load_captioner(tmp_path / "first" / "checkpoints" / "step-0000002")
+    assert first.dims.event_classes and first.dims.wording_codes == 3
+    assert first.events is not None and first.decoder.wording is not None
+    train(config, tmp_path / "second", init=tmp_path / "first" / "checkpoints" / "step-0000002", progress=False)
+    second = load_captioner(tmp_path / "second" / "checkpoints" / "step-0000002")
+    assert second.dims == first.dims
+    for name, tensor in first.events.state_dict().items():
+        torch.testing.assert_close(second.events.state_dict()[name], tensor, atol=1e-5, rtol=0)
+    curve_names = set().union(*(r.keys() for r in curve(tmp_path / "second")))
+    assert {"sed_bce", "tag_bce"} <= curve_names
