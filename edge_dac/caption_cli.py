@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_dac.caption import caption_file
     from edge_dac.engines import load_engine
     from edge_dac.errors import EdgeDacError
+    from edge_dac.model.decoding import DecodingOptions
 
     for name in ("steps", "candidates", "window", "hop", "threads"):
         _check_positive(name, getattr(args, name))
@@ -53,12 +55,13 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeDacError(
             f"--window {args.window:g} is longer than the model's {model_seconds:g} s window; pass a shorter --window"
         )
-    candidates = args.candidates or (5 if engine.captioner.dims.kind == "dac" else 1)
+    defaults = DecodingOptions()
+    candidates = args.candidates or (defaults.candidates if engine.captioner.dims.kind == "dac" else 1)
     failures = 0
     for path in args.files:
         try:
             results = caption_file(
-                engine, path, steps=args.steps or 6, candidates=candidates,
+                engine, path, steps=args.steps or defaults.steps, candidates=candidates,
                 window_seconds=args.window, hop_seconds=args.hop,
             )
         except EdgeDacError as error:  # one bad file must not stop the others
@@ -66,8 +69,16 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             continue
         for result in results:
+            scores = [candidate.score for candidate in result.candidates]
+            if not all(math.isfinite(score) for score in scores):  # NaN is not JSON, and the text is garbage
+                logger.error(
+                    f"{result.file} [{result.start:.2f} - {result.end:.2f}]: the model returned a non-finite score "
+                    f"({next(s for s in scores if not math.isfinite(s))}); its weights may be damaged (check --model)"
+                )
+                failures += 1
+                continue
             if args.json:
-                print(json.dumps(result.to_dict(), ensure_ascii=False))
+                print(json.dumps(result.to_dict(), ensure_ascii=False, allow_nan=False))
             else:
                 print(f"{result.file}  [{result.start:7.2f} - {result.end:7.2f}]  {result.caption}")
         sys.stdout.flush()

@@ -15,6 +15,7 @@ from loguru import logger
 from pydantic import Field, model_validator
 
 from edge_dac.config import StrictModel, load_config, validate_config
+from edge_dac.model.decoding import DecodingOptions
 
 
 def runtime_dir() -> Path:
@@ -70,8 +71,9 @@ class WindowConfig(StrictModel):
 class EngineConfig(StrictModel):
     model: str | None = Field(None, description="checkpoint or model id for the engine (default: shipped model)")
     backend: str = "auto"
-    steps: int = Field(10, ge=1)
-    candidates: int = Field(3, ge=1)
+    # The one decoding default (edge_dac.model.decoding.DecodingOptions), as `caption` and `eval` use.
+    steps: int = Field(DecodingOptions.steps, ge=1)
+    candidates: int = Field(DecodingOptions.candidates, ge=1)
     threads: int | None = Field(None, ge=1)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from edge_dac.model.decoding import DecodingOptions
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -18,8 +20,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--data", required=True, metavar="MANIFEST", help="dataset file (or a folder with manifest.jsonl)"
     )
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/eval-<model folder name>)")
-    parser.add_argument("--candidates", type=int, default=5, metavar="K", help="captions per clip (default 5)")
-    parser.add_argument("--steps", type=int, default=6, metavar="N", help="denoising steps (DAC; default 6)")
+    defaults = DecodingOptions()
+    parser.add_argument(
+        "--candidates", type=int, default=defaults.candidates, metavar="K",
+        help=f"captions per clip (default {defaults.candidates}, as the daemon)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=defaults.steps, metavar="N",
+        help=f"denoising steps (DAC; default {defaults.steps}, as the daemon)",
+    )
     parser.add_argument("--beam", type=int, default=1, metavar="B", help="beam size (AR; default: greedy, or K if K>1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of DAC's starting noise (default 0)")
     parser.add_argument("--limit", type=int, metavar="N", help="only the first N clips")

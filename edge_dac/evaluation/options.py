@@ -5,18 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge_dac.errors import EdgeDacError
+from edge_dac.model.decoding import DecodingOptions
 
 SWEEP_STEPS = (1, 2, 4, 8, 16)
 
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """Everything ``edge-dac eval`` can be told. The decoding defaults (steps, candidates, beam,
-    seed) are this command's own, the same as its flags' defaults and ``DecodingOptions``'s; they
-    are not read from the daemon's config (its ``engine`` section decodes with its own settings)."""
+    """Everything ``edge-dac eval`` can be told. The decoding defaults (steps, candidates) are
+    ``DecodingOptions``'s, the ones the daemon (configs/daemon.yaml ``engine``) and ``caption`` use."""
 
-    steps: int = 6
-    candidates: int = 5
+    steps: int = DecodingOptions.steps
+    candidates: int = DecodingOptions.candidates
     beam: int = 1  # AR only: 1 = greedy (a beam of K is used when K > 1)
     seed: int = 0
     batch_size: int = 32
