@@ -60,13 +60,27 @@ def decode_audio(
     return check_samples(resample(to_mono(samples), int(rate), sample_rate), name)
 
 
-def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
-    """Read an audio file (its first ``max_seconds`` only, if given) as mono float32 at ``sample_rate``."""
+def check_readable(path: str | Path) -> Path:
+    """``path`` if it is a file this process may read; else an ``AudioError`` saying which it is not
+    (libsndfile reports a file it may not open as a "System error", which reads like a bad format)."""
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: file not found")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory; pass audio files (e.g. {path}/*.wav)")
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise AudioError(f"{path}: permission denied (this user may not read it); check its owner and mode") from None
+    except OSError as error:
+        raise AudioError(f"{path}: cannot read ({error.strerror or error})") from None
+    return path
+
+
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
+    """Read an audio file (its first ``max_seconds`` only, if given) as mono float32 at ``sample_rate``."""
+    path = check_readable(path)
     try:
         samples, rate = _read(str(path), max_seconds)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:

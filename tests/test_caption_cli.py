@@ -99,6 +99,27 @@ def test_bad_files_get_one_line_each_and_the_good_file_is_still_captioned(model_
         assert str(path) in error and expected in error
 
 
+def test_a_file_this_user_may_not_read_is_reported_as_permission_denied(model_dir, tmp_path):
+    """Not as "not a readable audio file": the file is fine, its permissions are not. As root the
+    command runs without the capabilities that let root read any file (setpriv), so the real
+    kernel check refuses it."""
+    import shutil
+
+    locked = tmp_path / "locked.wav"
+    soundfile.write(locked, np.random.default_rng(2).normal(0, 0.1, RATE).astype(np.float32), RATE)
+    locked.chmod(0o000)
+    command = [sys.executable, "-m", "edge_dac", "caption", "--model", str(model_dir), "--steps", "2",
+               "--backend", "eager", str(locked)]
+    if os.geteuid() == 0:
+        assert shutil.which("setpriv"), "setpriv (util-linux) is needed to drop root's read-anything capability"
+        command = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search", *command]
+    env = {**os.environ, "EDGE_DAC_ENGINES": str(model_dir.parent / "engines")}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    [error] = result.stderr.strip().splitlines()
+    assert f"{locked}: permission denied" in error and "not a readable audio file" not in error
+
+
 @pytest.mark.parametrize(
     "args,expected",
     [(["--steps", "0"], "--steps must be positive"), (["--window", "30"], "longer than the model")],
