@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,6 +59,15 @@ def _resized_tensor(path):
     save_file(state, str(path / "model.safetensors"))
 
 
+def _ff_in_the_middle(path):
+    """What a damaged disk or copy leaves: 4 KiB of 0xff bytes, which are NaN in fp16 and fp32."""
+    weights = path / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = b"\xff" * 4096
+    weights.write_bytes(bytes(data))
+
+
 def _missing_tokenizer(path):
     (path / "tokenizer.json").unlink()
 
@@ -79,6 +90,7 @@ CORRUPTIONS = {
     "truncated safetensors": (_truncate, "corrupt weights"),
     "weights of another model": (_wrong_shapes, "do not match"),
     "wrong tensor shape": (_resized_tensor, "has shape"),
+    "0xff bytes in the weights": (_ff_in_the_middle, "NaN or infinite"),
     "missing tokenizer": (_missing_tokenizer, "missing tokenizer.json"),
     "garbage tokenizer": (_garbage_tokenizer, "unreadable tokenizer"),
     "garbage config": (_garbage_config, "not valid JSON"),
@@ -109,6 +121,30 @@ def test_cli_reports_corrupt_checkpoint_without_traceback(checkpoint, tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "corrupt weights" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["caption", "run"])
+def test_damaged_copy_of_the_shipped_model_is_refused_by_caption_and_run(command, tmp_path):
+    """The shipped model with 4 KiB of 0xff in the middle used to load: empty captions with "score": NaN."""
+    from edge_dac.const import default_model_dir
+
+    copy = Path(shutil.copytree(default_model_dir(), tmp_path / "model"))
+    _ff_in_the_middle(copy)
+    demo = sorted((Path(__file__).resolve().parents[1] / "edge_dac" / "assets" / "demo").glob("*.flac"))[0]
+    args = {
+        "caption": ["caption", "--backend", "eager", "--model", str(copy), "--json", str(demo)],
+        "run": ["run", "--model", str(copy), "--source", f"file:{demo}", "--fast",
+                "--endpoint", f"ipc://{tmp_path}/captions.sock"],
+    }[command]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGE_DAC_ENGINES": str(tmp_path / "engines")}
+    result = subprocess.run([sys.executable, "-m", "edge_dac", *args], capture_output=True, text=True, timeout=120,
+                            env=env)
+    assert result.returncode != 0
+    assert result.stdout == ""  # no caption line at all
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"{copy / 'model.safetensors'}" in lines[0] and "NaN or infinite" in lines[0]
+    assert "copy or export the checkpoint again" in lines[0]
 
 
 def test_missing_checkpoint_directory(tmp_path):

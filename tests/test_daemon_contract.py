@@ -30,6 +30,10 @@ FROZEN_FIELDS = {
     "status": ENVELOPE
     | {"state", "uptime_s", "source", "windows", "real_time_factor", "audio", "latency_ms", "silent"},
 }
+# Added within schema version 1, optional (absent in older daemons' messages, always sent now); each is
+# listed in docs/subscribing.md with the change it came with.
+OPTIONAL_FIELDS = {"caption": set(), "event": set(), "status": {"error"}}
+OPTIONAL_WINDOW_FIELDS = {"failed"}
 AUDIO_FIELDS = {"start", "end", "start_sample", "end_sample", "sample_rate"}
 
 
@@ -58,15 +62,23 @@ def test_schema_fields_are_frozen(validator):
     defs = validator.schema["$defs"]
     for kind, fields in FROZEN_FIELDS.items():
         assert set(defs[kind]["required"]) == fields, kind
-        assert set(defs[kind]["properties"]) == fields, kind
+        assert set(defs[kind]["properties"]) == fields | OPTIONAL_FIELDS[kind], kind
         assert defs[kind]["additionalProperties"] is False
     assert set(defs["audio"]["required"]) == AUDIO_FIELDS
+    windows = defs["status"]["properties"]["windows"]
+    assert set(windows["properties"]) == set(windows["required"]) | OPTIONAL_WINDOW_FIELDS
+    assert not OPTIONAL_WINDOW_FIELDS & set(windows["required"])
 
 
 def test_every_published_message_matches_schema_and_field_list(tmp_path, validator):
     for message in published_messages(tmp_path):
         validator.validate(message)
-        assert set(message) == FROZEN_FIELDS[message["type"]]
+        assert set(message) == FROZEN_FIELDS[message["type"]] | OPTIONAL_FIELDS[message["type"]]
+        # A message from a daemon before the optional fields still validates.
+        older = {key: value for key, value in message.items() if key not in OPTIONAL_FIELDS[message["type"]]}
+        if message["type"] == "status":
+            older["windows"] = {k: v for k, v in message["windows"].items() if k not in OPTIONAL_WINDOW_FIELDS}
+        validator.validate(older)
     caption = published_messages(tmp_path)[0]
     assert caption["caption"] == caption["candidates"][0]["caption"]
     assert caption["audio"]["start"] == "2023-11-14T22:13:20.000000Z"

@@ -26,6 +26,13 @@ def topic(message_type: str, device: str) -> str:
     return f"{TOPIC_ROOT}/{message_type}/{device}"
 
 
+def encode(message: dict[str, Any]) -> bytes:
+    """The JSON body as sent: strict JSON (RFC 8259), which every parser accepts (Node's ``JSON.parse``,
+    Go's ``encoding/json``, ...). Python writes ``NaN``/``Infinity`` unless told not to, and those are
+    not JSON: a non-finite number raises ``ValueError`` here instead of reaching a subscriber."""
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+
+
 def load_schema() -> dict[str, Any]:
     return json.loads(resources.files("edge_dac").joinpath("schemas/messages.schema.json").read_text())
 
@@ -106,8 +113,11 @@ def status_body(
     silent: bool | None,
     model_id: str,
     backend: str,
+    error: str | None = None,
 ) -> dict[str, Any]:
-    """The heartbeat: enough for a late subscriber to know at once whether the daemon is well."""
+    """The heartbeat: enough for a late subscriber to know at once whether the daemon is well.
+
+    ``error``: why the latest voiced window got no caption (None while captions come)."""
     return {
         "state": state,
         "uptime_s": round(float(uptime_s), 3),
@@ -117,6 +127,7 @@ def status_body(
         "audio": audio,
         "latency_ms": None if latency_ms is None else round(float(latency_ms), 3),
         "silent": silent,
+        "error": error,
         "model_id": model_id,
         "backend": backend,
     }

@@ -21,7 +21,7 @@ class Metrics:
             buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0),
         )
         self.windows = Counter("edge_dac_windows_total", "Windows by outcome", ["outcome"], registry=r)
-        for outcome in ("captioned", "dropped", "silent"):
+        for outcome in ("captioned", "dropped", "silent", "failed"):
             self.windows.labels(outcome)  # export zeros from the start
         self.overflows = Counter("edge_dac_input_overflows_total", "Capture overflows from the device", registry=r)
         self.queue_depth = Gauge("edge_dac_queue_depth", "Windows waiting for the engine", registry=r)

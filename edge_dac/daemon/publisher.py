@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import socket
 import threading
@@ -26,7 +25,7 @@ import zmq.auth
 from loguru import logger
 from zmq.auth.thread import ThreadAuthenticator
 
-from edge_dac.daemon.messages import SCHEMA_VERSION, topic
+from edge_dac.daemon.messages import SCHEMA_VERSION, encode, topic
 from edge_dac.errors import ConfigError, EdgeDacError
 
 
@@ -87,6 +86,7 @@ class Publisher:
         self.device = device
         self._lock = threading.Lock()
         self._seq: dict[str, int] = {}
+        self.refused = 0  # messages not sent because they were not valid JSON (see publish)
         self._lock_fd: int | None = None
         self._auth: ThreadAuthenticator | None = None
         self._authorized: Path | None = None
@@ -146,8 +146,13 @@ class Publisher:
                 ) from None
             raise EdgeDacError(f"{self.endpoint}: cannot bind ({error.strerror}); check the endpoint") from None
 
-    def publish(self, message_type: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Send one message without blocking; returns the full message (envelope + body)."""
+    def publish(self, message_type: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Send one message without blocking; returns the full message (envelope + body).
+
+        A message that is not strict JSON (a NaN or infinite number) is never sent: it is logged,
+        counted in ``refused`` and None is returned. Its sequence number is used up, so subscribers
+        see the gap, as for any other lost message.
+        """
         name = topic(message_type, self.device)
         with self._lock:
             seq = self._seq.get(name, 0)
@@ -160,7 +165,13 @@ class Publisher:
                 "sent_at": utc_now_iso(),
                 **body,
             }
-            frames = [name.encode(), json.dumps(message, separators=(",", ":")).encode()]
+            try:
+                payload = encode(message)
+            except ValueError as error:  # NaN/Infinity: subscribers' JSON parsers would reject the message
+                self.refused += 1
+                logger.error(f"not publishing a {message_type} message that is not valid JSON ({error})")
+                return None
+            frames = [name.encode(), payload]
             # PUB drops by itself past the HWM; NOBLOCK makes sure it can never wait instead.
             with contextlib.suppress(zmq.Again):
                 self.socket.send_multipart(frames, flags=zmq.NOBLOCK)

@@ -82,6 +82,8 @@ class Daemon:
         self._started = time.monotonic()
         self._lock = threading.Lock()  # counters shared by capture, inference and heartbeat
         self.captioned = self.silent = self.dropped_before = self.overflows_before = 0
+        self.failed = 0  # windows the engine gave no usable caption for (see worker.caption_problem)
+        self.error: str | None = None  # why the latest voiced window failed; None once one captions again
         self.latency_ms: float | None = None
         self.last_silent: bool | None = None
         self._rtf_mark = (0.0, 0)  # (engine busy seconds, stream sample) at the last heartbeat
@@ -104,6 +106,7 @@ class Daemon:
         self.worker = InferenceWorker(
             self.engine, self.queue, steps=config.engine.steps, candidates=config.engine.candidates,
             max_batch=config.worker.max_batch, on_result=self._on_caption, on_silent=self._on_silent,
+            on_failed=self._on_failed,
         )
         self._capture_stop = threading.Event()
         self.capture = threading.Thread(target=self._capture, name="capture", daemon=True)
@@ -150,12 +153,12 @@ class Daemon:
         self._publish_events(changes, latency_s * 1000)
         with self._lock:
             self.captioned += 1
-            self.latency_ms, self.last_silent = latency_s * 1000, False
+            self.latency_ms, self.last_silent, self.error = latency_s * 1000, False, None
         self.metrics.windows.labels("captioned").inc()
         self.metrics.latency.observe(latency_s)
         self.metrics.queue_depth.set(len(self.queue))
         self.notifier.watchdog()  # a window went end to end
-        if self.print_captions:
+        if self.print_captions and message is not None:
             print(format_message(message), flush=True)
 
     def _on_silent(self, window: Window) -> None:
@@ -166,10 +169,26 @@ class Daemon:
         self.metrics.windows.labels("silent").inc()
         self.notifier.watchdog()  # capture and the chain work; there was just nothing to hear
 
+    def _on_failed(self, window: Window, problem: str) -> None:
+        """No usable caption (a NaN score, an empty caption): reported in the status (``windows.failed``,
+        ``error``, state ``degraded``), never published as a caption. The open event ends as on silence.
+        No watchdog ping: the window did not go end to end."""
+        self._publish_events(self.tracker.observe_silence(), None)
+        with self._lock:
+            self.failed += 1
+            first = self.error is None
+            self.error = f"{problem}; window at sample {window.start_sample} not captioned"
+            failed = self.failed
+        self.metrics.windows.labels("failed").inc()
+        if first or failed % 100 == 0:  # the first of a run of failures, then every 100th
+            logger.error(f"{self.error} ({failed} window(s) failed so far): check the model (--model)")
+
     # -- status ---------------------------------------------------------------------------------
     def state(self) -> str:
         if not self._ready:
             return "starting"
+        if self.error is not None:  # the latest voiced window got no usable caption
+            return "degraded"
         return "running" if self.source.state in ("healthy", "finished") else "degraded"
 
     def status_body(self, state: str | None = None) -> dict[str, Any]:
@@ -189,9 +208,9 @@ class Daemon:
         with self._lock:
             windows = {
                 "captioned": self.captioned, "dropped": self.dropped_before + self.queue.dropped,
-                "silent": self.silent, "queued": len(self.queue),
+                "silent": self.silent, "queued": len(self.queue), "failed": self.failed,
             }
-            latency, silent = self.latency_ms, self.last_silent
+            latency, silent, error = self.latency_ms, self.last_silent, self.error
         return messages.status_body(
             state=state or self.state(), uptime_s=time.monotonic() - self._started,
             source={"kind": source.kind, "name": source.name, "state": source.state, "overflows": overflows,
@@ -199,6 +218,7 @@ class Daemon:
             windows=windows, real_time_factor=self.real_time_factor,
             audio=messages.audio_span(self.clock, 0, position) if self.clock else None,
             latency_ms=latency, silent=silent, model_id=self.engine.model_id, backend=self.engine.backend,
+            error=error,
         )
 
     # -- life cycle -------------------------------------------------------------------------------

@@ -4,10 +4,13 @@ Capture must never wait for the engine. When the engine falls behind, the queue 
 pending window (counted and reported), so the daemon keeps describing the present instead of an
 ever older past. Pending windows are taken in batches, which is how a slow engine catches up.
 File sources read ``fast`` are the exception: they have no deadline, so they wait for room.
+A window the engine returns no usable caption for (a non-finite score, an empty caption) goes to
+``on_failed`` instead of ``on_result``: the daemon reports it in its status, never as a caption.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -89,6 +92,22 @@ class WindowQueue:
             return count
 
 
+def caption_problem(candidates: list[tuple[str, float]]) -> str | None:
+    """Why these ranked candidates are not a caption to publish (one line), or None when they are.
+
+    A NaN or infinite score (damaged weights, an fp16 overflow) comes with empty or garbage text and
+    cannot be written as JSON; an empty best caption tells a subscriber nothing.
+    """
+    if not candidates:
+        return "the engine returned no candidates"
+    bad = [score for _, score in candidates if not math.isfinite(score)]
+    if bad:
+        return f"the engine returned non-finite scores ({bad[0]}) for {len(bad)} of {len(candidates)} candidates"
+    if not candidates[0][0].strip():
+        return "the engine returned an empty caption"
+    return None
+
+
 @dataclass(frozen=True)
 class Captioned:
     window: Window
@@ -112,11 +131,12 @@ class InferenceWorker(threading.Thread):
         max_batch: int,
         on_result: Callable[[Captioned], None],
         on_silent: Callable[[Window], None] | None = None,
+        on_failed: Callable[[Window, str], None] | None = None,
     ):
         super().__init__(name="inference", daemon=True)
         self.engine, self.queue = engine, queue
         self.steps, self.candidates, self.max_batch = steps, candidates, max_batch
-        self.on_result, self.on_silent = on_result, on_silent
+        self.on_result, self.on_silent, self.on_failed = on_result, on_silent, on_failed
         self.busy_s = 0.0  # total engine time, for the real-time factor
         self.failures = 0
         self.error: BaseException | None = None  # set when the engine keeps failing; the daemon exits
@@ -156,4 +176,9 @@ class InferenceWorker(threading.Thread):
                     continue
                 _, candidates = next(captions)
                 ranked = [(c.caption, float(c.score)) for c in candidates]
+                problem = caption_problem(ranked)
+                if problem is not None:  # reported, never published as a caption
+                    if self.on_failed is not None:
+                        self.on_failed(window, problem)
+                    continue
                 self.on_result(Captioned(window, ranked, elapsed, finished))

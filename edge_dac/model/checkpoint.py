@@ -1,7 +1,7 @@
 """Checkpoints: a directory with ``config.json``, ``model.safetensors``, ``tokenizer.json``, ``README.md``.
 
-Loading verifies every tensor's name and shape against the dims in ``config.json`` and refuses a
-corrupt or mismatched checkpoint with one line saying what is wrong.
+Loading verifies every tensor's name and shape against the dims in ``config.json``, and that every
+weight is finite, and refuses a corrupt or mismatched checkpoint with one line saying what is wrong.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def load_captioner(path: str | Path, device: str | torch.device = "cpu") -> Captioner:
-    """Load a checkpoint directory, verifying names and shapes; raises ``CheckpointError``."""
+    """Load a checkpoint directory, verifying names, shapes and finite values; raises ``CheckpointError``."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: model checkpoint directory not found (pass --model DIR)")
@@ -122,6 +122,15 @@ def load_captioner(path: str | Path, device: str | torch.device = "cpu") -> Capt
             raise CheckpointError(
                 f"{path / WEIGHTS_FILE}: tensor {name} has shape {tuple(tensor.shape)}, config.json needs "
                 f"{tuple(expected[name].shape)}; the files come from different models"
+            )
+    for name, tensor in state.items():
+        # A damaged file can hold well-formed garbage: 0xff bytes are NaN in fp16/fp32, and one NaN weight
+        # turns every caption into an empty string with a NaN score.
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"{path / WEIGHTS_FILE}: tensor {name} holds {bad} NaN or infinite value(s) (a damaged file); "
+                "copy or export the checkpoint again"
             )
     captioner.load_state_dict(state, strict=True)
     return captioner.to(device).eval()
