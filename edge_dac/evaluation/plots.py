@@ -1,4 +1,5 @@
-"""PNG plots of ``edge-dac eval``: quality and speed against denoising steps, and speed per batch size.
+"""PNG plots of ``edge-dac eval``: quality and speed against denoising steps, and speed per batch size;
+of ``bench/dac_vs_ar.py``: quality against decoder time, every system and backend.
 
 Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas directly: no pyplot global
 state, no display needed, safe to call from any thread.
@@ -78,6 +79,58 @@ def plot_speed(results: Sequence[dict], path: str | Path) -> Path:
     axes.set_ylabel("audios per second")
     axes.set_title("speed, 1 thread")
     axes.legend(loc="best")
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
+
+
+# ``bench/dac_vs_ar.py``: one marker shape per backend, one colour per family of systems.
+BACKEND_MARKERS = {"eager": "o", "onnxruntime": "s", "torch-compile": "^", "tensorrt": "D"}
+FAMILY_COLOURS = {"DAC K=1": "tab:blue", "DAC K=5": "tab:orange", "AR": "tab:red"}
+
+
+def plot_quality_against_decode_time(
+    points: Sequence[dict], path: str | Path, quality_label: str = "event-F1"
+) -> Path:
+    """Quality against decoder ms per window (log scale), one panel per batch size, 1 thread.
+
+    ``points``: dicts with ``batch``, ``backend``, ``family`` (a key of ``FAMILY_COLOURS``),
+    ``label`` (written beside the marker), ``order`` (DAC steps: the points of one family and
+    backend are joined in this order), ``decoder_ms`` and ``quality`` (None: left out).
+    """
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    path = Path(path)
+    batches = sorted({p["batch"] for p in points})
+    figure = _figure(6 * max(len(batches), 1), 4.5)
+    panels = figure.subplots(1, max(len(batches), 1), squeeze=False)[0]
+    for axes, batch in zip(panels, batches, strict=False):
+        shown = [p for p in points if p["batch"] == batch and p["quality"] is not None and p["decoder_ms"]]
+        groups: dict[tuple[str, str], list[dict]] = {}
+        for point in shown:
+            groups.setdefault((point["family"], point["backend"]), []).append(point)
+        for (family, backend), group in groups.items():
+            group.sort(key=lambda p: p["order"])
+            axes.plot(
+                [p["decoder_ms"] for p in group], [p["quality"] for p in group],
+                marker=BACKEND_MARKERS.get(backend, "x"), color=FAMILY_COLOURS.get(family, "tab:gray"),
+                linestyle="-" if family.startswith("DAC") else "none", label=f"{family}, {backend}",
+            )
+            for point in group:
+                axes.annotate(point["label"], (point["decoder_ms"], point["quality"]), fontsize=7,
+                              xytext=(3, 3), textcoords="offset points")
+        axes.set_xscale("log")
+        axes.xaxis.set_major_formatter(ScalarFormatter())
+        axes.xaxis.set_minor_formatter(NullFormatter())
+        axes.set_xlabel("decoder ms per window (log scale)")
+        axes.set_ylabel(f"{quality_label} (best candidate)")
+        top = max((p["quality"] for p in shown), default=0.0)
+        axes.set_ylim(0.0, top * 1.15 if top > 0 else 1.0)
+        axes.set_title(f"batch {batch}, 1 thread")
+        axes.grid(alpha=0.3)
+        if groups:
+            axes.legend(loc="best", fontsize=7)
+    figure.suptitle(f"{quality_label} against decoder time (numbers beside DAC points: denoising steps)", fontsize=10)
     figure.tight_layout()
     figure.savefig(path)
     return path
