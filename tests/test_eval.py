@@ -8,6 +8,7 @@ models, and the tests check what reaches metrics.json, captions.jsonl, report.md
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -274,37 +275,192 @@ def test_bad_arguments_are_one_line_errors(models, tmp_path, capfd, args, expect
 
 # --- bench/dac_vs_ar.py ---------------------------------------------------------------------------------
 
-
-@pytest.mark.slow
-def test_dac_vs_ar_bench_prints_the_table_on_random_models(models):
-    result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "dac_vs_ar.py"), "--dac", str(models["dac"]), "--ar", str(models["ar"]),
-         "--limit", "3", "--no-meteor", "--speed-seconds", "0.02"],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    table = result.stdout
-    assert "on 3 clips" in table and "RANDOM, UNTRAINED" in table
-    for heading in ("## Quality", "## Diversity", "## Speed", "## Targets"):
-        assert heading in table
-    systems = [f"DAC {s} steps K={k}" for s in (1, 2, 4, 8) for k in (1, 5)] + ["AR greedy", "AR beam 3"]
-    for system in systems:
-        assert sum(line.startswith(f"| {system} |") for line in table.splitlines()) == 3, system  # 3 tables
-    targets = table.split("## Targets")[1]
-    assert all(f"\n| {s} |" in targets for s in (1, 2, 4, 8))
+BENCH_SYSTEMS = [f"DAC {s} steps K={k}" for s in (1, 2, 4, 8) for k in (1, 5)] + ["AR greedy", "AR beam 3"]
+SPEED_COLUMNS = ["system", "backend", "batch", "encoder ms", "decoder ms", "end-to-end ms", "tokens/s", "audios/s",
+                 "event-F1", "SBERT", "broken", "same captions"]
 
 
-def test_dac_vs_ar_bench_builds_untrained_twins_when_given_no_models(tmp_path):
+def load_bench():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("dac_vs_ar", REPO / "bench" / "dac_vs_ar.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    dac_dir, ar_dir = bench.random_models([c for item in load_manifest(DEMO).items for c in item.captions], tmp_path)
+    return bench
+
+
+def markdown_table(text: str, heading: str) -> list[dict[str, str]]:
+    """The first table after ``heading``: one dict per row, keyed by the header cells."""
+    block, section = [], text.split(heading, 1)[1]
+    for line in section.splitlines():
+        if line.startswith("|"):
+            block.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        elif block:
+            break
+    header, rows = block[0], block[2:]
+    assert all(set(cell) <= {"-"} for cell in block[1]), block[1]
+    return [dict(zip(header, row, strict=True)) for row in rows]
+
+
+def number(cell: str) -> float | None:
+    """A printed figure or ratio ("1.23 ✓" -> 1.23); None for a dash."""
+    return None if cell == "—" else float(cell.split()[0])
+
+
+def check_bench_report(report: str, backends: tuple[str, ...], batches: tuple[int, ...]) -> dict:
+    """Every table the bench prints, and every ratio in them recomputed from the printed figures."""
+    quality = {row["system"]: row for row in markdown_table(report, "## Quality")}
+    assert list(quality) == BENCH_SYSTEMS
+    assert list(next(iter(quality.values()))) == ["system", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "SBERT",
+                                                   "event-F1", "broken"]
+    diversity = {row["system"]: row for row in markdown_table(report, "## Diversity\n")}
+    assert list(diversity) == BENCH_SYSTEMS and "MTLD" in diversity["AR greedy"]
+
+    speed = markdown_table(report, "## Speed")
+    assert list(speed[0]) == SPEED_COLUMNS
+    expected = [(s, "eager", b) for b in batches for s in BENCH_SYSTEMS if s.startswith("AR")]
+    expected = sorted(expected + [(s, backend, b) for b in batches for backend in backends for s in BENCH_SYSTEMS
+                                  if s.startswith("DAC")])
+    by_key = {(row["system"], row["backend"], int(row["batch"])): row for row in speed}
+    assert sorted(by_key) == expected and len(speed) == len(expected)  # AR on eager only, no duplicates
+    for (system, _, batch), row in by_key.items():
+        encoder, decoder, e2e = (number(row[c]) for c in ("encoder ms", "decoder ms", "end-to-end ms"))
+        assert encoder > 0 and decoder > 0 and e2e > 0, row
+        assert number(row["audios/s"]) == pytest.approx(1000 / e2e, abs=1e-3), row
+        assert number(row["tokens/s"]) > 0
+        for column in ("event-F1", "SBERT", "broken"):  # beside the speed: the quality table's figures
+            assert row[column] == quality[system][column], (row, column)
+        same, total = map(int, row["same captions"].split("/"))
+        assert total == batch and 0 <= same <= total
+
+    # DAC speed-up over AR greedy: AR greedy's printed ms per window over DAC's, same batch.
+    ratios = markdown_table(report, "## DAC speed-up over AR greedy")
+    assert len(ratios) == len(backends) * len(batches) * 8
+    for row in ratios:
+        dac, ar = by_key[(row["system"], row["backend"], int(row["batch"]))], by_key[("AR greedy", "eager",
+                                                                                        int(row["batch"]))]
+        decode = number(ar["decoder ms"]) / number(dac["decoder ms"])
+        e2e = number(ar["end-to-end ms"]) / number(dac["end-to-end ms"])
+        assert row["decode speed-up"] == f"{decode:.2f}", row
+        target = {1: 3.0, 32: 5.0}.get(int(row["batch"]))
+        assert row["end-to-end speed-up"] == f"{e2e:.2f}" + ("" if target is None else " ✓" if e2e >= target else " ✗")
+
+    # K=5 cost: DAC end-to-end ms per window at K=5 over K=1, same steps, backend and batch.
+    costs = markdown_table(report, "## Cost of K=5 candidates")
+    assert [(row["DAC steps"], row["backend"]) for row in costs] == [
+        (str(s), backend) for backend in backends for s in (1, 2, 4, 8)
+    ]
+    for row in costs:
+        for batch in batches:
+            k1, k5 = (number(by_key[(f"DAC {row['DAC steps']} steps K={k}", row["backend"], batch)]["end-to-end ms"])
+                      for k in (1, 5))
+            assert row[f"batch {batch}"] == f"{k5 / k1:.2f} " + ("✓" if k5 / k1 <= 1.5 else "✗"), row
+
+    # Diversity against AR greedy, from the diversity table's printed figures.
+    for row in markdown_table(report, "## Diversity against AR greedy"):
+        for column, source in (("Distinct-1", "Distinct-1"), ("MTLD", "MTLD")):
+            ar, dac = number(diversity["AR greedy"][source]), number(diversity[row["system"]][source])
+            if ar and dac is not None:
+                assert row[column] == f"{dac / ar:.2f} " + ("✓" if dac / ar >= 1.3 else "✗"), row
+            else:
+                assert row[column] == "—"
+    return by_key
+
+
+def fake_bench_results(bench, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Quality and speed rows as the bench builds them, with random figures."""
+    rng = np.random.default_rng(seed)
+    results, speed = [], []
+    for system in bench.systems():
+        metrics = {key: float(rng.uniform(0.05, 0.9)) for key in (
+            "bleu_4", "rouge_l", "cider_d", "sbert_max", "event_f1", "broken", "corpus_distinct_1",
+            "corpus_distinct_2", "distinct_1", "self_bleu")}
+        metrics.update(corpus_mtld=float(rng.uniform(5, 30)), vocab_size=int(rng.integers(10, 300)))
+        results.append({"name": system["name"], "steps": system["steps"], "candidates": system["candidates"],
+                        "metrics": metrics})
+        for backend in ("eager", "onnxruntime") if system["kind"] == "dac" else ("eager",):
+            for batch in (1, 32):
+                e2e = round(float(rng.uniform(1, 300)), 3)
+                speed.append({"name": system["name"], "kind": system["kind"], "steps": system["steps"],
+                              "candidates": system["candidates"], "backend": backend, "batch": batch,
+                              "encoder_ms": round(float(rng.uniform(1, 100)), 3),
+                              "decoder_ms": round(float(rng.uniform(0.5, 200)), 3), "e2e_ms": e2e,
+                              "tokens_per_s": round(7000 / e2e, 3), "audios_per_s": round(1000 / e2e, 3),
+                              "same_captions": f"{batch}/{batch}"})
+    return results, speed
+
+
+def test_dac_vs_ar_ratios_are_computed_from_the_printed_figures():
+    bench = load_bench()
+    results, speed = fake_bench_results(bench)
+    drift = [{"batch": 1, "first_e2e_ms": 10.0, "again_e2e_ms": 11.0, "change": 0.1}]
+    report = bench.render(results, speed, drift, ["# test"], ("eager", "onnxruntime"), (1, 32), plot="x.png")
+    check_bench_report(report, ("eager", "onnxruntime"), (1, 32))
+    assert "![quality against decoder ms per window](x.png)" in report and "(+10.0%)" in report
+    # The check can fail: print another figure for AR greedy at batch 1 and the ratios no longer follow.
+    greedy = "| AR greedy | eager | 1 |"
+    line = next(line for line in report.splitlines() if line.startswith(greedy))
+    cells = line.split(" | ")
+    cells[4] = f"{2 * number(cells[4]):.3f}"  # decoder ms
+    tampered = report.replace(line, " | ".join(cells))
+    assert tampered != report
+    with pytest.raises(AssertionError):
+        check_bench_report(tampered, ("eager", "onnxruntime"), (1, 32))
+
+
+@pytest.mark.slow
+def test_dac_vs_ar_bench_times_every_stage_backend_and_batch_on_random_models(models, tmp_path):
+    out = tmp_path / "dac-vs-ar.md"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "dac_vs_ar.py"), "--dac", str(models["dac"]), "--ar", str(models["ar"]),
+         "--clips", "3", "--no-meteor", "--speed-seconds", "0", "--backends", "eager,onnxruntime",
+         "--engines", str(tmp_path / "engines"), "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = result.stdout
+    assert "on 3 clips" in report and "RANDOM, UNTRAINED" in report and "timed on eager, onnxruntime" in report
+    by_key = check_bench_report(report, ("eager", "onnxruntime"), (1, 32))
+    assert "AR greedy timed again after the DAC systems: batch 1:" in report
+    assert all(number(row["SBERT"]) is not None for row in by_key.values())  # SBERT on, METEOR off
+
+    assert out.read_text() + "\n" == report  # the file is what was printed
+    document = json.loads((out.parent / "dac-vs-ar.md.json").read_text())
+    assert document["settings"]["backends"] == ["eager", "onnxruntime"]
+    assert document["settings"]["threads"] == 1 and document["settings"]["min_timed_calls"] == 3
+    for row in document["speed"]:  # the JSON holds the printed figures, and what they are made of
+        printed = by_key[(row["name"], row["backend"], row["batch"])]
+        assert number(printed["end-to-end ms"]) == row["e2e_ms"] and number(printed["decoder ms"]) == row["decoder_ms"]
+        assert min(row["timed_calls"].values()) >= 3
+        assert row["tokens_per_s"] == pytest.approx(row["tokens_per_batch"] / row["batch"] * 1000 / row["e2e_ms"],
+                                                    abs=1e-3)
+    assert all(0.0 <= system["metrics"]["broken"] <= 1.0 for system in document["systems"])
+    png = out.parent / "dac-vs-ar.png"
+    assert png.read_bytes().startswith(PNG_MAGIC) and "](dac-vs-ar.png)" in report
+
+
+@pytest.mark.slow
+def test_dac_vs_ar_smoke_mode_builds_its_own_small_models(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "dac_vs_ar.py"), "--smoke", "--backends", "eager",
+         "--batch-sizes", "1,4"],
+        capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "on 3 clips" in result.stdout and "Smoke run" in result.stdout and "RANDOM, UNTRAINED" in result.stdout
+    check_bench_report(result.stdout, ("eager",), (1, 4))
+
+
+def test_dac_vs_ar_bench_builds_untrained_twins_when_given_no_models(tmp_path):
+    bench = load_bench()
+    captions = [c for item in load_manifest(DEMO).items for c in item.captions]
+    dac_dir, ar_dir = bench.random_models(captions, tmp_path)
     dac, ar = load_captioner(dac_dir), load_captioner(ar_dir)
     assert (dac.dims.kind, ar.dims.kind) == ("dac", "ar") and bench.is_untrained(dac_dir) and bench.is_untrained(ar_dir)
     assert dac.dims.encoder_width == ar.dims.encoder_width == 192 and dac.dims.max_audio_seconds == 10.0
     assert dac.tokenizer.get_vocab() == ar.tokenizer.get_vocab()
+    small = load_captioner(bench.random_models(captions, tmp_path / "smoke", smoke=True)[0])
+    assert small.dims.max_audio_seconds == 2.0 and small.dims.encoder_width == 64
 
 
 def test_dac_vs_ar_bench_refuses_half_a_pair(models):
@@ -313,3 +469,20 @@ def test_dac_vs_ar_bench_refuses_half_a_pair(models):
         capture_output=True, text=True, timeout=120, cwd=REPO,
     )
     assert result.returncode == 2 and "pass both --dac and --ar" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--limit", "0"], "--clips must be at least 1"),  # the older spelling of --clips still works
+        (["--clips", "0"], "--clips must be at least 1"),
+        (["--backends", "eager,tensorrt"], "--backends 'eager,tensorrt': choose from eager, onnxruntime"),
+        (["--dac-backend", "nope"], "--dac-backend 'nope'"),
+        (["--dac-backend", "eager", "--backends", "eager"], "pass one of them"),
+        (["--batch-sizes", "1,0"], "--batch-sizes '1,0'"),
+        (["--speed-seconds", "-1"], "--speed-seconds must not be negative"),
+    ],
+)
+def test_dac_vs_ar_bench_flags_are_checked_before_any_work(args, expected, capsys):
+    assert load_bench().main(["--batch-size", "8", "--no-sbert", *args]) == 2
+    assert expected in capsys.readouterr().err
