@@ -49,7 +49,7 @@ def format_validation_error(source: str, model_cls: type[BaseModel], error: Vali
         allowed = _describe(model_cls, loc)
         message = f"{source}: unknown key '{key}'" + (f" (allowed keys: {allowed})" if allowed else "")
     else:
-        message = f"{source}: key '{key}': {first['msg']}"
+        message = f"{source}: key '{key}': {first['msg'].removeprefix('Value error, ')}"  # a validator's own words
         if first.get("input") is not None and first["type"] != "missing":
             message += f" (got {first['input']!r})"
     more = len(error.errors()) - 1

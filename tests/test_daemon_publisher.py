@@ -28,6 +28,7 @@ from tests.test_daemon_support import (
 
 @pytest.fixture
 def ipc_endpoint(tmp_path):
+    (tmp_path / "run").mkdir()
     return f"ipc://{tmp_path}/run/captions.sock"
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -17,13 +19,17 @@ from pathlib import Path
 
 import jsonschema
 import numpy as np
+import pytest
 import soundfile
 import yaml
 import zmq
 
+from edge_dac.config import validate_config
+from edge_dac.daemon.config import DaemonConfig, default_endpoint
 from edge_dac.daemon.listen import Subscriber
 from edge_dac.daemon.messages import load_schema
 from edge_dac.daemon.publisher import Publisher
+from edge_dac.errors import ConfigError
 from tests.test_daemon_support import caption_body, connect_until_flowing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,3 +199,102 @@ def test_caption_command_never_prints_nan(tmp_path):
     assert result.stdout == ""
     errors = [line for line in result.stderr.splitlines() if "non-finite score" in line]
     assert len(errors) == 2 and all("weights may be damaged" in line for line in errors), result.stderr
+
+
+# -- 3. endpoints: ports 1-65535, ipc folders that exist (or live in the runtime dir), no files left --------
+
+
+@pytest.mark.parametrize("endpoint, expected", [
+    ("tcp://127.0.0.1:99999", "port '99999' is not a number from 1 to 65535"),  # ZeroMQ: port 34463
+    ("tcp://127.0.0.1:65536", "port '65536'"),
+    ("tcp://127.0.0.1:0", "port '0'"),  # ZeroMQ: a port of its choosing
+    ("tcp://127.0.0.1:*", "port '*'"),
+    ("tcp://127.0.0.1:-1", "port '-1'"),  # ZeroMQ: 65535
+    ("tcp://127.0.0.1", "no port"),
+    ("udp://127.0.0.1:5556", "expected ipc:///ABSOLUTE/PATH or tcp://HOST:PORT"),
+    ("ipc://captions.sock", "must be absolute"),
+    ("ipc://@edge-dac", "abstract ipc sockets"),
+    ("ipc:///tmp/" + "x" * 120 + ".sock", "longer than the 107 bytes"),
+])
+def test_bad_endpoints_are_refused_before_binding(endpoint, expected):
+    with pytest.raises(ConfigError) as raised:
+        Publisher(endpoint, "dev")
+    assert expected in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(ConfigError, match=re.escape(expected)):  # the config (and a SIGHUP reload) refuses it too
+        validate_config({"publisher": {"endpoint": endpoint}}, DaemonConfig, "daemon.yaml")
+
+
+def test_run_with_port_99999_exits_with_one_line_and_binds_nothing(tmp_path):
+    port = 99999 % 65536  # where ZeroMQ would have bound
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            pytest.fail(f"port {port} is busy on this machine; the check below needs it free")
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_dac", "run", "--source", "demo", "--endpoint", "tcp://127.0.0.1:99999"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "command line: key 'publisher.endpoint': port '99999' is not a number from 1 to 65535" in lines[0]
+    assert "Value error" not in lines[0]
+
+
+def test_ipc_folder_must_exist_and_is_created_only_in_the_runtime_dir(tmp_path, monkeypatch):
+    missing = tmp_path / "no" / "such" / "folder"
+    with pytest.raises(ConfigError, match="does not exist; create it or choose another --endpoint"):
+        Publisher(f"ipc://{missing}/captions.sock", "dev")
+    assert not (tmp_path / "no").exists()  # a typo does not grow a tree of folders
+
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
+    (tmp_path / "xdg").mkdir()
+    endpoint = default_endpoint()
+    assert endpoint == f"ipc://{tmp_path}/xdg/edge-dac/captions.sock"
+    publisher = Publisher(endpoint, "dev")  # $XDG_RUNTIME_DIR/edge-dac is created: the default lives there
+    try:
+        assert (tmp_path / "xdg" / "edge-dac" / "captions.sock").is_socket()
+    finally:
+        publisher.close()
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "systemd-run"))  # systemd's RuntimeDirectory=
+    Publisher(f"ipc://{tmp_path}/systemd-run/sub/captions.sock", "dev").close()
+    assert (tmp_path / "systemd-run" / "sub").is_dir()
+
+
+def test_clean_exit_removes_the_socket_and_its_lock_file_and_a_crash_leaves_no_block(tmp_path):
+    """A daemon that finishes its file exits 0 and leaves neither captions.sock nor captions.sock.lock;
+    one killed with SIGKILL leaves both behind, and the next daemon starts anyway."""
+    sock, lock = tmp_path / "captions.sock", tmp_path / "captions.sock.lock"
+    audio = noise_file(tmp_path / "noise.flac", 1.5)
+    child = start_child(tmp_path, {
+        "source": {"kind": "file", "path": str(audio)},
+        "windows": {"length_s": 1.0, "hop_s": 0.5},
+        "engine": {"steps": 2, "candidates": 2},
+        "publisher": {"endpoint": f"ipc://{sock}", "device_id": "clean", "heartbeat_s": 0.2},
+    })
+    try:
+        deadline = time.monotonic() + 60
+        while not sock.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sock.is_socket() and lock.is_file()  # while it runs
+        assert child.wait(60) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert "Traceback" not in child.stderr.read()
+    assert not sock.exists() and not lock.exists()
+
+    code = (f"import time\nfrom edge_dac.daemon.publisher import Publisher\nPublisher('ipc://{sock}', 'crash')\n"
+            "print('bound', flush=True)\ntime.sleep(60)\n")
+    crashed = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert crashed.stdout.readline().strip() == "bound"
+    finally:
+        crashed.kill()
+        crashed.wait(10)
+    assert sock.exists() and lock.exists()  # left behind by the crash
+    Publisher(f"ipc://{sock}", "after-crash").close()
+    assert not sock.exists() and not lock.exists()

@@ -30,7 +30,7 @@ from edge_dac.evaluation.evaluate import (
     true_event_labels,
 )
 from edge_dac.evaluation.quality import coco_metrics
-from edge_dac.evaluation.speed import decode_features, decoding_alone, generated_tokens, measure_speed
+from edge_dac.evaluation.speed import generated_tokens, measure_speed
 from edge_dac.lexicon import load_lexicon
 from edge_dac.model import load_captioner, save_captioner
 from edge_dac.model.decoding import Candidate
@@ -162,18 +162,6 @@ def test_speed_runs_on_one_thread_and_restores_the_thread_count(models):
         # A random DAC model rarely writes [EOS]: rows are up to 12 tokens, 3 candidates per clip.
         assert 0 < result.tokens_per_batch <= 12 * 3 * result.batch_size
         assert result.tps == pytest.approx(result.aps * result.tokens_per_batch / result.batch_size)
-
-
-def test_decoding_alone_through_an_engine_runner_matches_the_eager_decoder(models):
-    from edge_dac.engines import load_engine
-
-    engine = load_engine(models["dac"], backend="eager")
-    captioner, options = engine.captioner, decoding_options("dac", 3, 2)
-    audio = np.random.default_rng(1).normal(0, 0.1, (2, captioner.dims.max_audio_samples)).astype(np.float32)
-    with torch.inference_mode():
-        through_runner, _ = decoding_alone(captioner, audio, options, engine.runner)()
-        eager, _ = decode_features(captioner, captioner.encode_audio(torch.from_numpy(audio)), options)
-    assert torch.equal(through_runner.view(eager.shape), eager)
 
 
 # --- edge-dac eval end to end -------------------------------------------------------------------------

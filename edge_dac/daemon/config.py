@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from loguru import logger
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edge_dac.config import StrictModel, load_config, validate_config
 from edge_dac.model.decoding import DecodingOptions
@@ -29,6 +29,36 @@ def runtime_dir() -> Path:
 
 def default_endpoint() -> str:
     return f"ipc://{runtime_dir() / 'captions.sock'}"
+
+
+UNIX_PATH_MAX = 107  # bytes of a Unix socket path (sun_path is 108 with the terminating NUL)
+
+
+def endpoint_problem(endpoint: str) -> str | None:
+    """Why the daemon cannot publish on ``endpoint`` (one line, without the endpoint), or None.
+
+    ZeroMQ itself is lenient where a daemon must not be: ``tcp://HOST:99999`` binds port 34463
+    (99999 modulo 65536), ``:0``, ``:*`` and ``:-1`` bind a port of its choosing, and a relative ipc
+    path depends on the working directory. Subscribers need to know the address, so all are refused.
+    """
+    scheme, separator, address = endpoint.partition("://")
+    if not separator or scheme not in ("ipc", "tcp"):
+        return "expected ipc:///ABSOLUTE/PATH or tcp://HOST:PORT"
+    if scheme == "tcp":
+        host, colon, port = address.rpartition(":")
+        if not colon or not host:
+            return "no port: expected tcp://HOST:PORT, e.g. tcp://127.0.0.1:5556"
+        if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+            return (f"port {port!r} is not a number from 1 to 65535 (ZeroMQ would bind some other port); "
+                    "choose a port in that range")
+        return None
+    if address.startswith("@"):
+        return "abstract ipc sockets (ipc://@NAME) have no file permissions; use an ipc path"
+    if not address.startswith("/"):
+        return "the ipc path must be absolute, e.g. ipc:///run/edge-dac/captions.sock"
+    if len(os.fsencode(address)) > UNIX_PATH_MAX:
+        return f"the ipc path is longer than the {UNIX_PATH_MAX} bytes a Unix socket path may hold; use a shorter one"
+    return None
 
 
 class RetryConfig(StrictModel):
@@ -109,6 +139,14 @@ class PublisherConfig(StrictModel):
         "0666", pattern=r"^0?[0-7]{3}$", description="ipc socket permissions; 0666 lets every local user subscribe"
     )
     curve: CurveConfig | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _valid_endpoint(cls, endpoint: str) -> str:
+        problem = endpoint_problem(endpoint)
+        if problem:
+            raise ValueError(problem)
+        return endpoint
 
 
 class MetricsConfig(StrictModel):

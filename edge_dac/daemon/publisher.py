@@ -2,10 +2,13 @@
 
 Past the high-water mark a PUB socket drops messages for that subscriber instead of waiting, so
 a slow or stuck subscriber can never stall capture; the per-topic sequence numbers let it see
-what it missed. Binding is guarded: tcp refuses a busy port by itself, but a second process
-binding the same ``ipc://`` path silently steals it, so ipc endpoints take a lock file and
-probe the socket before binding. With CURVE configured, only clients whose public key is in the
-authorised folder complete the handshake (checked by pyzmq's ZAP authenticator thread).
+what it missed. Binding is guarded: the endpoint is checked first (``config.endpoint_problem``:
+ZeroMQ binds tcp port 99999 as 34463 without a word), tcp refuses a busy port by itself, but a
+second process binding the same ``ipc://`` path silently steals it, so ipc endpoints take a lock
+file (``captions.sock.lock``) and probe the socket before binding; a clean close removes both files.
+The socket's folder must exist, unless it is inside the runtime dir, where it is created. With
+CURVE configured, only clients whose public key is in the authorised folder complete the
+handshake (checked by pyzmq's ZAP authenticator thread).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import zmq.auth
 from loguru import logger
 from zmq.auth.thread import ThreadAuthenticator
 
+from edge_dac.daemon.config import endpoint_problem, runtime_dir
 from edge_dac.daemon.messages import SCHEMA_VERSION, encode, topic
 from edge_dac.errors import ConfigError, EdgeDacError
 
@@ -51,17 +55,46 @@ def _ipc_in_use(path: Path) -> bool:
         probe.close()
 
 
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _ipc_folder(path: Path) -> None:
+    """The socket's folder must exist; only a folder inside the runtime dir is created (where the
+    default endpoint lives), so a typo elsewhere is an error instead of a new tree of folders."""
+    folder, runtime = path.parent, runtime_dir()
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise ConfigError(f"{folder}: not a folder, so ipc://{path} cannot be created there; choose another --endpoint")
+    if folder == runtime or folder.is_relative_to(runtime):
+        folder.mkdir(parents=True, exist_ok=True)
+        return
+    raise ConfigError(
+        f"{folder}: folder of ipc://{path} does not exist; create it or choose another --endpoint "
+        f"(only folders inside the runtime dir {runtime} are created)"
+    )
+
+
 def _lock_ipc(path: Path) -> int:
     """Hold an exclusive lock beside the socket for the life of the process (released if it dies)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    _ipc_folder(path)
+    lock = lock_path(path)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise EdgeDacError(
+                f"{path}: another edge-dac daemon already publishes here; stop it or choose another --endpoint"
+            ) from None
+        try:  # a daemon that stopped removes the lock file: ours must be the one still at that path
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
         os.close(fd)
-        raise EdgeDacError(
-            f"{path}: another edge-dac daemon already publishes here; stop it or choose another --endpoint"
-        ) from None
     if _ipc_in_use(path):
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
@@ -82,6 +115,9 @@ class Publisher:
         curve_secret_key: str | Path | None = None,
         curve_authorized_keys: str | Path | None = None,
     ):
+        problem = endpoint_problem(endpoint)
+        if problem:
+            raise ConfigError(f"{endpoint}: {problem}")
         self.endpoint = endpoint
         self.device = device
         self._lock = threading.Lock()
@@ -184,10 +220,11 @@ class Publisher:
             self._auth.stop()
             self._auth = None
         self.context.term()
-        if self._lock_fd is not None:
+        if self._lock_fd is not None:  # a clean exit leaves neither the socket nor its lock file behind
             path = ipc_path(self.endpoint)
-            if path is not None and path.exists():
+            if path is not None:
                 path.unlink(missing_ok=True)
+                lock_path(path).unlink(missing_ok=True)  # still locked: nobody else can hold it meanwhile
             os.close(self._lock_fd)
             self._lock_fd = None
 
