@@ -2,11 +2,13 @@
 
 soundfile (libsndfile) reads WAV, FLAC, OGG/Vorbis, Opus and MP3; soxr resamples. Every problem a
 user can cause becomes an ``AudioError`` with one line naming the file and the problem.
+``load_audio`` decodes a whole file; ``stream_audio`` decodes it block by block, for files of hours.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +91,47 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: fl
     except OSError as error:
         raise AudioError(f"{path}: cannot read ({error.strerror or error})") from None
     return check_samples(resample(to_mono(samples), int(rate), sample_rate), str(path))
+
+
+STREAM_BLOCK_S = 10.0
+
+
+def stream_audio(
+    path: str | Path, sample_rate: int = SAMPLE_RATE, block_s: float = STREAM_BLOCK_S
+) -> Iterator[np.ndarray]:
+    """A file as consecutive blocks of mono float32 at ``sample_rate``, decoded ``block_s`` at a time.
+
+    The blocks joined are exactly ``load_audio(path, sample_rate)`` (soxr's stream resampler writes
+    the same samples as its one-shot one), but memory holds one block, not the file. The same
+    ``AudioError``s, raised when the problem is met: on opening, or at the block holding NaN samples,
+    or at the end for a file with no samples.
+    """
+    path = check_readable(path)
+    try:
+        handle = soundfile.SoundFile(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        reason = str(error).split(":", 1)[-1].strip() or "unknown format"
+        raise AudioError(f"{path}: not a readable audio file ({reason}); use WAV, FLAC, OGG or MP3") from None
+    with handle:
+        rate = int(handle.samplerate)
+        resampler = None if rate == sample_rate else soxr.ResampleStream(rate, sample_rate, 1, dtype="float32")
+        frames = max(1, int(block_s * rate))
+        total = 0
+        while True:
+            try:
+                samples = to_mono(handle.read(frames, dtype="float32", always_2d=True))
+            except (soundfile.LibsndfileError, RuntimeError) as error:
+                raise AudioError(f"{path}: cannot decode past sample {total} ({error}); the file is damaged") from None
+            last = len(samples) < frames
+            if resampler is not None:
+                samples = resampler.resample_chunk(samples, last=last)
+            if samples.size:
+                if not np.isfinite(samples).all():
+                    bad = int((~np.isfinite(samples)).sum())
+                    raise AudioError(f"{path}: {bad} samples are NaN or infinite; the file is corrupt, export it again")
+                total += samples.size
+                yield samples.astype(np.float32, copy=False)
+            if last:
+                break
+    if total == 0:
+        raise AudioError(f"{path}: audio is empty (0 samples); record or export it again")

@@ -1,17 +1,24 @@
-"""Captioning audio files window by window (the library side of ``edge-dac caption``)."""
+"""Captioning audio files window by window (the library side of ``edge-dac caption``).
+
+Files are decoded block by block (``stream_audio``) and cut into windows as the audio arrives
+(``stream_windows``), and at most ``batch_size`` windows wait for the engine, so memory stays flat
+however long the file is (a 60-minute file uses what a 10-second one does).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edge_dac.audio import load_audio
+from edge_dac.audio import stream_audio
 from edge_dac.engines.base import CaptionEngine
 from edge_dac.model.decoding import Candidate
-from edge_dac.windows import Span, cut, plan_windows
+from edge_dac.windows import Span, stream_windows
+
+DEFAULT_BATCH = 16
 
 
 @dataclass
@@ -35,6 +42,42 @@ class WindowCaption:
         }
 
 
+def caption_windows(
+    engine: CaptionEngine,
+    windows: Iterable[tuple[Span, np.ndarray]],
+    name: str,
+    steps: int = 6,
+    candidates: int = 5,
+    batch_size: int = DEFAULT_BATCH,
+) -> Iterator[WindowCaption]:
+    """One ``WindowCaption`` per (span, samples), in order; at most ``batch_size`` windows per engine call."""
+    rate, length = engine.sample_rate, engine.window_samples
+    pending: list[tuple[WindowCaption, np.ndarray]] = []
+
+    def flush() -> Iterator[WindowCaption]:
+        if pending:
+            stacked = np.zeros((len(pending), length), dtype=np.float32)
+            for row, (_, samples) in enumerate(pending):
+                stacked[row, : min(samples.size, length)] = samples[:length]
+            for (item, _), ranked in zip(pending, engine.caption(stacked, steps, candidates), strict=True):
+                item.candidates = list(ranked)
+                yield item
+        pending.clear()
+
+    for span, samples in windows:
+        pending.append((WindowCaption(name, *span.seconds(rate)), samples))
+        if len(pending) >= batch_size:
+            yield from flush()
+    yield from flush()
+
+
+def _window_and_hop(engine: CaptionEngine, window_seconds: float | None, hop_seconds: float | None) -> tuple[int, int]:
+    rate = engine.sample_rate
+    window = int(round(window_seconds * rate)) if window_seconds else engine.window_samples
+    hop = int(round(hop_seconds * rate)) if hop_seconds else window
+    return window, hop
+
+
 def caption_audio(
     engine: CaptionEngine,
     audio: np.ndarray,
@@ -43,22 +86,33 @@ def caption_audio(
     candidates: int = 5,
     window_seconds: float | None = None,
     hop_seconds: float | None = None,
-    batch_size: int = 16,
+    **options,
 ) -> Iterator[WindowCaption]:
-    """Caption a mono waveform at the model's rate, one ``WindowCaption`` per window, in order."""
-    rate = engine.sample_rate
-    window = int(round(window_seconds * rate)) if window_seconds else engine.window_samples
-    hop = int(round(hop_seconds * rate)) if hop_seconds else window
-    windows = plan_windows(audio.size, window, hop)
-    for first in range(0, len(windows), batch_size):
-        chunk: list[Span] = windows[first : first + batch_size]
-        results = engine.caption(cut(audio, chunk, engine.window_samples), steps, candidates)
-        for item, ranked in zip(chunk, results, strict=True):
-            start, end = item.seconds(rate)
-            yield WindowCaption(name, start, end, ranked)
+    """Caption a mono waveform at the model's rate, one ``WindowCaption`` per window, in order
+    (``options``: ``batch_size`` as for ``caption_windows``)."""
+    window, hop = _window_and_hop(engine, window_seconds, hop_seconds)
+    return caption_windows(engine, stream_windows([audio], window, hop), name, steps, candidates, **options)
+
+
+def iter_caption_file(
+    engine: CaptionEngine,
+    path: str | Path,
+    steps: int = 6,
+    candidates: int = 5,
+    window_seconds: float | None = None,
+    hop_seconds: float | None = None,
+    **options,
+) -> Iterator[WindowCaption]:
+    """Caption any audio file (resampled and down-mixed) window by window as it is decoded.
+
+    An unreadable file raises ``AudioError`` before the first window; a file found damaged part-way
+    raises it after the windows before the damage.
+    """
+    window, hop = _window_and_hop(engine, window_seconds, hop_seconds)
+    windows = stream_windows(stream_audio(path, engine.sample_rate), window, hop)
+    return caption_windows(engine, windows, str(path), steps, candidates, **options)
 
 
 def caption_file(engine: CaptionEngine, path: str | Path, **kwargs) -> list[WindowCaption]:
-    """Read any audio file (resampled and down-mixed) and caption it window by window."""
-    audio = load_audio(path, engine.sample_rate)
-    return list(caption_audio(engine, audio, str(path), **kwargs))
+    """``iter_caption_file`` as a list."""
+    return list(iter_caption_file(engine, path, **kwargs))

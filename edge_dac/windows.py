@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,3 +43,33 @@ def cut(audio: np.ndarray, windows: list[Span], length: int) -> np.ndarray:
         piece = audio[window.start : window.end]
         batch[row, : piece.size] = piece
     return batch
+
+
+def stream_windows(blocks: Iterable[np.ndarray], window: int, hop: int) -> Iterator[tuple[Span, np.ndarray]]:
+    """The windows ``plan_windows`` gives for audio arriving in ``blocks``, with their samples, in order.
+
+    Only the end of the audio is unknown until the last block, so at most one window plus one block
+    is held: the same spans and samples as ``plan_windows(len(audio), window, hop)`` on the whole
+    array, for audio of any length.
+    """
+    if window <= 0 or hop <= 0:
+        raise ValueError("window and hop must be positive")
+    buffer = np.zeros(0, dtype=np.float32)
+    buffer_start = next_start = total = 0
+    last_end = None  # end of the last window handed out
+    for block in blocks:
+        buffer = np.concatenate([buffer, np.asarray(block, dtype=np.float32)])
+        total += len(block)
+        while next_start + window <= total:
+            offset = next_start - buffer_start
+            yield Span(next_start, next_start + window), buffer[offset : offset + window].copy()
+            last_end, next_start = next_start + window, next_start + hop
+        # A later window starts at next_start, and a final one may end at the end of the audio.
+        keep_from = max(buffer_start, min(next_start, total - window))
+        buffer, buffer_start = buffer[keep_from - buffer_start :], keep_from
+    if total == 0:
+        return
+    if total <= window and last_end is None:
+        yield Span(0, total), buffer[:total].copy()
+    elif last_end is not None and last_end < total:
+        yield Span(total - window, total), buffer[total - window - buffer_start :].copy()

@@ -50,6 +50,74 @@ def test_json_lines_follow_the_contract_and_windows_cover_long_files(model_dir, 
         assert all(isinstance(c["caption"], str) and isinstance(c["score"], float) for c in line["candidates"])
 
 
+def scene_at(tmp_path, rate: int, channels: int, seconds: float) -> tuple:
+    """A real demo scene (tiled to ``seconds``) written at ``rate`` Hz with ``channels`` channels."""
+    import soxr
+
+    from edge_dac.const import DEMO_DIR
+
+    clip, clip_rate = soundfile.read(sorted(DEMO_DIR.glob("*.flac"))[1], dtype="float32")
+    clip = soxr.resample(clip, clip_rate, rate).astype(np.float32) if rate != clip_rate else clip
+    mono = np.resize(clip, int(seconds * rate))
+    path = tmp_path / f"scene-{rate}-{channels}.flac"
+    soundfile.write(path, np.stack([mono * (1 - 0.2 * c) for c in range(channels)], axis=1), rate)
+    return path
+
+
+@pytest.mark.parametrize("rate,channels", [(44_100, 2), (16_000, 1)])
+def test_the_streaming_reader_gives_the_windows_of_the_whole_file_reader(tmp_path, rate, channels):
+    """``edge-dac caption`` decodes block by block: the same spans and the very same samples as
+    decoding the whole file and cutting it with plan_windows, for a hop shorter than, equal to and
+    longer than the window, for blocks that do not line up with windows, and for a short file."""
+    from edge_dac.audio import load_audio, stream_audio
+    from edge_dac.windows import cut, plan_windows, stream_windows
+
+    path = scene_at(tmp_path, rate, channels, 23.7)
+    whole = load_audio(path, RATE)
+    assert np.array_equal(np.concatenate(list(stream_audio(path, RATE, block_s=1.3))), whole)
+    for window_s, hop_s in [(10, 10), (10, 2), (10, 12.5), (2, 0.7), (30, 5)]:
+        window, hop = int(window_s * RATE), int(hop_s * RATE)
+        spans = plan_windows(whole.size, window, hop)
+        streamed = list(stream_windows(stream_audio(path, RATE, block_s=1.3), window, hop))
+        assert [span for span, _ in streamed] == spans, (window_s, hop_s)
+        expected = cut(whole, spans, window)
+        for row, (span, samples) in enumerate(streamed):
+            assert np.array_equal(samples, expected[row, : span.end - span.start])
+
+
+def test_streaming_memory_stays_at_one_block_however_long_the_file(tmp_path):
+    """Ten minutes of audio: the whole-file reader holds all of it (38 MB of float32 at 16 kHz, more
+    at the file's own rate), the streaming reader and its windows a few blocks (tracemalloc sees numpy's buffers)."""
+    import tracemalloc
+
+    from edge_dac.audio import load_audio, stream_audio
+    from edge_dac.windows import stream_windows
+
+    path = tmp_path / "ten-minutes.wav"
+    rng = np.random.default_rng(3)
+    with soundfile.SoundFile(path, "w", 32_000, 1, subtype="PCM_16") as handle:
+        for _ in range(60):
+            handle.write((rng.standard_normal(320_000) * 0.1).astype(np.float32))
+
+    def peak_mb(read) -> float:
+        tracemalloc.start()
+        try:
+            read()
+            return tracemalloc.get_traced_memory()[1] / 1e6
+        finally:
+            tracemalloc.stop()
+
+    counted = []
+
+    def stream() -> None:
+        counted.append(sum(1 for _ in stream_windows(stream_audio(path, RATE), 160_000, 160_000)))
+
+    whole, streamed = peak_mb(lambda: load_audio(path, RATE)), peak_mb(stream)
+    print(f"peak: whole file {whole:.1f} MB, streamed {streamed:.1f} MB")
+    assert counted == [60]
+    assert whole > 38 and streamed < 8, (whole, streamed)
+
+
 def test_plain_output_has_times_and_caption(model_dir, tmp_path):
     path = tmp_path / "short.wav"
     soundfile.write(path, np.random.default_rng(0).normal(0, 0.1, RATE).astype(np.float32), RATE)
