@@ -2,7 +2,9 @@
 
 Files are decoded block by block (``stream_audio``) and cut into windows as the audio arrives
 (``stream_windows``), and at most ``batch_size`` windows wait for the engine, so memory stays flat
-however long the file is (a 60-minute file uses what a 10-second one does).
+however long the file is (a 60-minute file uses what a 10-second one does). Like the daemon, windows
+below the silence gate are not captioned, and neither is a file too short to say anything about:
+each gets a ``WindowCaption`` with ``skipped`` set instead of a made-up caption.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from edge_dac.audio import stream_audio
+from edge_dac.daemon.windows import level_dbfs  # the daemon's silence gate, measured the same way
 from edge_dac.engines.base import CaptionEngine
 from edge_dac.model.decoding import Candidate
 from edge_dac.windows import Span, stream_windows
 
+SILENCE_DBFS = -60.0  # the daemon's default gate (windows.silence_dbfs)
+MIN_SECONDS = 0.5  # a file shorter than this is not captioned: its window would be nearly all padding
 DEFAULT_BATCH = 16
 
 
@@ -27,10 +32,11 @@ class WindowCaption:
     start: float
     end: float
     candidates: list[Candidate] = field(default_factory=list)
+    skipped: str | None = None  # why it was not captioned: "silent" or "too short"
 
     @property
-    def caption(self) -> str:
-        return self.candidates[0].caption if self.candidates else ""
+    def caption(self) -> str | None:
+        return self.candidates[0].caption if self.candidates else None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -39,6 +45,7 @@ class WindowCaption:
             "end": round(self.end, 3),
             "caption": self.caption,
             "candidates": [candidate.to_dict() for candidate in self.candidates],
+            "skipped": self.skipped,
         }
 
 
@@ -49,25 +56,42 @@ def caption_windows(
     steps: int = 6,
     candidates: int = 5,
     batch_size: int = DEFAULT_BATCH,
+    silence_dbfs: float | None = SILENCE_DBFS,
+    min_seconds: float = MIN_SECONDS,
 ) -> Iterator[WindowCaption]:
-    """One ``WindowCaption`` per (span, samples), in order; at most ``batch_size`` windows per engine call."""
+    """One ``WindowCaption`` per (span, samples), in order; at most ``batch_size`` windows per engine call.
+
+    A window quieter than ``silence_dbfs`` (None: no gate) is ``skipped="silent"``; a window shorter
+    than ``min_seconds`` (only a file shorter than one window has one) is ``skipped="too short"``.
+    """
     rate, length = engine.sample_rate, engine.window_samples
-    pending: list[tuple[WindowCaption, np.ndarray]] = []
+    pending: list[tuple[WindowCaption, np.ndarray | None]] = []
+    voiced = 0
 
     def flush() -> Iterator[WindowCaption]:
-        if pending:
-            stacked = np.zeros((len(pending), length), dtype=np.float32)
-            for row, (_, samples) in enumerate(pending):
+        batch = [samples for _, samples in pending if samples is not None]
+        if batch:
+            stacked = np.zeros((len(batch), length), dtype=np.float32)
+            for row, samples in enumerate(batch):
                 stacked[row, : min(samples.size, length)] = samples[:length]
-            for (item, _), ranked in zip(pending, engine.caption(stacked, steps, candidates), strict=True):
-                item.candidates = list(ranked)
-                yield item
+            results = iter(engine.caption(stacked, steps, candidates))
+            for item, samples in pending:
+                if samples is not None:
+                    item.candidates = list(next(results))
+        yield from (item for item, _ in pending)
         pending.clear()
 
     for span, samples in windows:
-        pending.append((WindowCaption(name, *span.seconds(rate)), samples))
-        if len(pending) >= batch_size:
+        item = WindowCaption(name, *span.seconds(rate))
+        if samples.size < min(length, round(min_seconds * rate)):
+            item.skipped = "too short"
+        elif silence_dbfs is not None and level_dbfs(samples) < silence_dbfs:
+            item.skipped = "silent"
+        pending.append((item, None if item.skipped else samples))
+        voiced += item.skipped is None
+        if voiced >= batch_size:
             yield from flush()
+            voiced = 0
     yield from flush()
 
 
@@ -89,7 +113,7 @@ def caption_audio(
     **options,
 ) -> Iterator[WindowCaption]:
     """Caption a mono waveform at the model's rate, one ``WindowCaption`` per window, in order
-    (``options``: ``batch_size`` as for ``caption_windows``)."""
+    (``options``: ``batch_size``, ``silence_dbfs``, ``min_seconds`` as for ``caption_windows``)."""
     window, hop = _window_and_hop(engine, window_seconds, hop_seconds)
     return caption_windows(engine, stream_windows([audio], window, hop), name, steps, candidates, **options)
 

@@ -32,6 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--batch", type=int, default=None, metavar="N",
         help="windows captioned together (default: 1 on a CPU, where larger batches only cost memory; 16 on a GPU)",
     )
+    parser.add_argument(
+        "--silence-dbfs", type=float, default=None, metavar="DB",
+        help="windows quieter than this are not captioned but reported silent, like the daemon's gate "
+        "(default -60; -inf captions everything)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per window and line")
     parser.set_defaults(func=run)
 
@@ -46,7 +51,7 @@ def _check_positive(name: str, value: float | None) -> None:
 def run(args: argparse.Namespace) -> int:
     from loguru import logger
 
-    from edge_dac.caption import DEFAULT_BATCH, iter_caption_file
+    from edge_dac.caption import DEFAULT_BATCH, SILENCE_DBFS, iter_caption_file
     from edge_dac.engines import load_engine
     from edge_dac.errors import EdgeDacError
     from edge_dac.model.decoding import DecodingOptions
@@ -64,15 +69,17 @@ def run(args: argparse.Namespace) -> int:
     # Batching buys little on a CPU (ONNX Runtime: the same time for 18 windows at batch 1 and 16) and
     # each window in a batch holds about 100 MB of activations; a GPU's throughput needs the batch.
     batch = args.batch or (1 if str(getattr(engine, "device", "cpu")).startswith("cpu") else DEFAULT_BATCH)
+    gate = SILENCE_DBFS if args.silence_dbfs is None else args.silence_dbfs
     failures = 0
     for path in args.files:
         results = iter_caption_file(
             engine, path, steps=args.steps or defaults.steps, candidates=candidates,
             window_seconds=args.window, hop_seconds=args.hop, batch_size=batch,
+            silence_dbfs=gate,
         )
         try:  # decoded and captioned as the file is read: lines come while a long file is still going
             for result in results:
-                failures += _print(result, args.json, logger)
+                failures += _print(result, args.json, logger, gate)
                 sys.stdout.flush()
         except EdgeDacError as error:  # one bad file must not stop the others
             logger.error(str(error))
@@ -80,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _print(result, as_json: bool, logger) -> int:
+def _print(result, as_json: bool, logger, gate: float) -> int:
     """Print one window's line; 1 (and an error line instead) if its scores are not finite."""
+    from edge_dac.caption import MIN_SECONDS
+
     scores = [candidate.score for candidate in result.candidates]
     if not all(math.isfinite(score) for score in scores):  # NaN is not JSON, and the text is garbage
         logger.error(
@@ -92,5 +101,10 @@ def _print(result, as_json: bool, logger) -> int:
     if as_json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, allow_nan=False))
     else:
-        print(f"{result.file}  [{result.start:7.2f} - {result.end:7.2f}]  {result.caption}")
+        text = result.caption
+        if result.skipped == "silent":
+            text = f"(silent: below {gate:g} dBFS; not captioned)"
+        elif result.skipped == "too short":
+            text = f"(too short: {result.end - result.start:.2f} s of audio, under {MIN_SECONDS:g} s; not captioned)"
+        print(f"{result.file}  [{result.start:7.2f} - {result.end:7.2f}]  {text}")
     return 0

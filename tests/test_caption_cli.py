@@ -127,6 +127,44 @@ def test_plain_output_has_times_and_caption(model_dir, tmp_path):
     assert line.startswith(f"{path}  [   0.00 -    1.00]")
 
 
+def test_silent_and_too_short_files_are_reported_not_captioned(model_dir, tmp_path):
+    """The daemon's energy gate, in ``edge-dac caption``: digital silence and a faint hiss (-80 dBFS)
+    are "silent", a 0.1 s file is "too short", and neither gets a caption made up from nothing;
+    sound in the same run is captioned, and ``--silence-dbfs -inf`` turns the gate off."""
+    rng = np.random.default_rng(4)
+    files = {
+        "zeros": np.zeros(3 * RATE, dtype=np.float32),
+        "hiss": (rng.standard_normal(3 * RATE) * 1e-4).astype(np.float32),
+        "blip": (rng.standard_normal(RATE // 10) * 0.1).astype(np.float32),
+        "sound": (rng.standard_normal(2 * RATE) * 0.1).astype(np.float32),
+    }
+    paths = {}
+    for name, samples in files.items():
+        paths[name] = tmp_path / f"{name}.wav"
+        soundfile.write(paths[name], samples, RATE, subtype="FLOAT")
+    result = run_caption(model_dir, "--json", *paths.values())
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    by_file = {name: [line for line in lines if line["file"] == str(path)] for name, path in paths.items()}
+    for name, reason in (("zeros", "silent"), ("hiss", "silent"), ("blip", "too short")):
+        assert by_file[name] and all(
+            line["skipped"] == reason and line["caption"] is None and line["candidates"] == [] for line in by_file[name]
+        ), (name, by_file[name])
+    [sound] = by_file["sound"]
+    assert sound["skipped"] is None and sound["caption"] and sound["candidates"]
+    assert [(line["start"], line["end"]) for line in by_file["zeros"]] == [(0.0, 2.0), (1.0, 3.0)]
+    plain = run_caption(model_dir, paths["zeros"], paths["blip"])
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.splitlines() == [
+        f"{paths['zeros']}  [   0.00 -    2.00]  (silent: below -60 dBFS; not captioned)",
+        f"{paths['zeros']}  [   1.00 -    3.00]  (silent: below -60 dBFS; not captioned)",
+        f"{paths['blip']}  [   0.00 -    0.10]  (too short: 0.10 s of audio, under 0.5 s; not captioned)",
+    ]
+    ungated = run_caption(model_dir, "--json", "--silence-dbfs=-inf", paths["hiss"])
+    assert ungated.returncode == 0, ungated.stderr
+    assert all(json.loads(line)["caption"] for line in ungated.stdout.splitlines())
+
+
 def make_bad_inputs(tmp_path):
     empty = tmp_path / "empty.wav"
     soundfile.write(empty, np.zeros(0, dtype=np.float32), RATE)
