@@ -247,6 +247,34 @@ def test_a_build_without_the_default_model_says_so(tmp_path, monkeypatch):
         const.default_model_dir()
 
 
+def test_the_same_audio_gets_the_same_caption_wherever_it_is(tmp_path):
+    """A real 10 s demo scene tiled to 3 minutes, captioned by the real command with the shipped
+    model in windows of exactly one tile: 18 identical windows, in batches of 4 (so they sit at
+    every row of a batch, and the last batch is shorter). The sampler seeds each window's starting
+    noise from the seed and the window's own samples, so every one gets the same caption."""
+    from edge_dac.const import DEMO_DIR
+
+    clip, rate = soundfile.read(sorted(DEMO_DIR.glob("*.flac"))[2], dtype="float32")
+    assert rate == RATE and clip.size == 10 * RATE  # no resampling: the tiles stay sample-identical
+    tiled = tmp_path / "three-minutes.wav"
+    soundfile.write(tiled, np.tile(clip, 18), RATE, subtype="FLOAT")
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_dac", "caption", "--backend", "eager", "--json", "--window", "10",
+         "--hop", "10", "--batch", "4", str(tiled)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(line["start"], line["end"]) for line in lines] == [(10.0 * i, 10.0 * i + 10) for i in range(18)]
+    assert all(line["skipped"] is None for line in lines)
+    captions = {line["caption"] for line in lines}
+    assert len(captions) == 1, captions
+    first = [c["caption"] for c in lines[0]["candidates"]]
+    assert all([c["caption"] for c in line["candidates"]] == first for line in lines)
+    scores = np.array([[c["score"] for c in line["candidates"]] for line in lines])
+    assert np.allclose(scores, scores[0], atol=1e-4), scores
+
+
 def test_the_shipped_model_captions_a_demo_scene_with_no_model_flag():
     from edge_dac.const import DEFAULT_MODEL_DIR, DEMO_DIR
 
