@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import jsonschema
@@ -298,3 +299,63 @@ def test_clean_exit_removes_the_socket_and_its_lock_file_and_a_crash_leaves_no_b
     assert sock.exists() and lock.exists()  # left behind by the crash
     Publisher(f"ipc://{sock}", "after-crash").close()
     assert not sock.exists() and not lock.exists()
+
+
+# -- 2. --fast: audio times on the sample clock, latency from completion, never negative -------------------
+
+
+def unix_time(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def test_fast_run_latency_is_never_negative_and_audio_times_stay_on_the_sample_clock(tmp_path):
+    """``edge-dac run --fast`` with the shipped model on 20 s of demo scenes: the file is read much
+    faster than real time, so the sample clock runs ahead of the wall clock (audio.end after sent_at,
+    as documented); latency_ms counted from that clock went down to -324 s. Now it counts from when the
+    window was complete in the process: never negative, and never more than the run took."""
+    scenes = sorted((ROOT / "edge_dac" / "assets" / "demo").glob("*.flac"))[:2]
+    audio = tmp_path / "two-scenes.flac"
+    soundfile.write(str(audio), np.concatenate([soundfile.read(str(p), dtype="float32")[0] for p in scenes]), RATE)
+    endpoint = f"ipc://{tmp_path}/captions.sock"
+    config = tmp_path / "daemon.yaml"
+    config.write_text(yaml.safe_dump({
+        # The fastest engine, and a short queue: at the end of the file the daemon drains the queue
+        # for at most 3 s (run.DRAIN_S) and drops the rest (counted).
+        "engine": {"threads": 1, "steps": 2, "candidates": 2},
+        "worker": {"queue_size": 2, "max_batch": 2},
+        "windows": {"silence_dbfs": None},
+        "publisher": {"device_id": "fast", "heartbeat_s": 0.2},
+    }))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "edge_dac", "run", "--config", str(config), "--source", f"file:{audio}", "--fast",
+         "--endpoint", endpoint], env=env, stderr=subprocess.PIPE, text=True,
+    )
+    started = time.time()
+    try:
+        bodies = raw_messages(endpoint, child, 240)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    took = time.time() - started
+    stderr = child.stderr.read()
+    assert child.returncode == 0, stderr
+    messages = [strict_json(body) for body in bodies]
+    captions = [m for m in messages if m["type"] == "caption"]
+    # Windows at 0, 2, ..., 10 s of the 20 s file; the last may be dropped when the engine needs more
+    # than the drain time at the end of the file (counted in windows.dropped).
+    assert len(captions) >= 4, stderr
+    anchor = unix_time(next(m for m in messages if m["type"] == "status" and m["audio"])["audio"]["start"])
+    for caption in captions:
+        k = caption["audio"]["start_sample"] // (2 * RATE)
+        assert caption["audio"]["start_sample"] == k * 2 * RATE
+        # On the sample clock: exactly the anchor plus the sample index over the rate (to the microsecond).
+        assert abs(unix_time(caption["audio"]["start"]) - (anchor + 2.0 * k)) < 2e-6
+        assert abs(unix_time(caption["audio"]["end"]) - (anchor + 2.0 * k + 10.0)) < 2e-6
+        assert 0 <= caption["latency_ms"] <= took * 1000
+    events = [m for m in messages if m["type"] == "event" and m["latency_ms"] is not None]
+    assert all(0 <= m["latency_ms"] <= took * 1000 for m in events)
+    assert all(m["latency_ms"] is None or m["latency_ms"] >= 0 for m in messages if m["type"] == "status")
+    # It really ran faster than real time: the last window ends on the sample clock after it was sent.
+    assert unix_time(captions[-1]["audio"]["end"]) > unix_time(captions[-1]["sent_at"])

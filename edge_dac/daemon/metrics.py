@@ -17,7 +17,9 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.latency = Histogram(
-            "edge_dac_window_latency_seconds", "Window end (sample clock) to caption published", registry=r,
+            "edge_dac_window_latency_seconds",
+            "Window end (audio clock, or when the window was complete if earlier: --fast) to caption published",
+            registry=r,
             buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0),
         )
         self.windows = Counter("edge_dac_windows_total", "Windows by outcome", ["outcome"], registry=r)

@@ -59,6 +59,22 @@ def window_seconds(config: WindowConfig, engine: Captioning) -> float:
     return config.length_s
 
 
+def window_latency(clock: SampleClock, window: Window, now: float | None = None) -> float:
+    """Seconds from the window's end to ``now``, never negative.
+
+    The end is where the audio clock puts the window's last sample, or the moment that sample reached
+    the process (``window.complete_at``) if that was earlier: a window cannot end after it was
+    complete. For a live source both agree within the capture delay; for files read ``--fast`` the
+    audio clock runs ahead of the wall clock (minutes, after a while), so latency counts from
+    completion: the time spent queued and captioning.
+    """
+    now = time.time() if now is None else now
+    ended = clock.time_of(window.end_sample)
+    if window.complete_at is not None:
+        ended = min(ended, window.complete_at)
+    return max(0.0, now - ended)
+
+
 class Daemon:
     def __init__(
         self,
@@ -117,6 +133,7 @@ class Daemon:
         source, realtime = self.source, self.source.realtime
         while not self._capture_stop.is_set():
             block = source.read(0.2)
+            arrived_at = time.time()
             if block is None:
                 if source.state == "finished":
                     self._wake.set()
@@ -126,7 +143,7 @@ class Daemon:
                 self.clock = SampleClock(source.sample_rate, source.anchor_time)
                 self.tracker.id_prefix = f"{self.publisher.device}-{int(source.anchor_time)}-"
             self.position = block.end_sample
-            for window in self.windower.push(block):
+            for window in self.windower.push(block, arrived_at):
                 if self.queue.put(window, wait=not realtime) is not None:
                     self.metrics.windows.labels("dropped").inc()
                 self.metrics.queue_depth.set(len(self.queue))
@@ -144,7 +161,7 @@ class Daemon:
     def _on_caption(self, result: Captioned) -> None:
         window = result.window
         changes = self.tracker.observe(window.start_sample, window.end_sample, result.candidates[0][0])
-        latency_s = time.time() - self.clock.time_of(window.end_sample)
+        latency_s = window_latency(self.clock, window)
         message = self.publisher.publish("caption", messages.caption_body(
             messages.audio_span(self.clock, window.start_sample, window.end_sample), result.candidates,
             latency_ms=latency_s * 1000, processing_ms=result.processing_s * 1000, model_id=self.engine.model_id,

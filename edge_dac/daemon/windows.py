@@ -52,6 +52,7 @@ class Window:
     end_sample: int  # exclusive
     level_dbfs: float
     silent: bool
+    complete_at: float | None = None  # unix time its last sample reached the process (for latency)
 
 
 def level_dbfs(samples: np.ndarray) -> float:
@@ -78,7 +79,8 @@ class Windower:
     def _align(self, sample: int) -> int:
         return -(-sample // self.hop) * self.hop  # next multiple of hop at or after ``sample``
 
-    def push(self, block: AudioBlock) -> list[Window]:
+    def push(self, block: AudioBlock, arrived_at: float | None = None) -> list[Window]:
+        """The windows ``block`` completes; ``arrived_at`` (when the block was read) becomes their ``complete_at``."""
         if self._next_start is None or block.start_sample != self._buffer_start + self._buffered:
             if self._next_start is not None:
                 self.gaps += 1
@@ -97,7 +99,9 @@ class Windower:
             samples = buffer[offset : offset + self.length].copy()
             level = level_dbfs(samples)
             silent = self.silence_dbfs is not None and level < self.silence_dbfs
-            windows.append(Window(samples, self._next_start, self._next_start + self.length, level, silent))
+            windows.append(
+                Window(samples, self._next_start, self._next_start + self.length, level, silent, arrived_at)
+            )
             self._next_start += self.hop
         # Keep only what a future window can still use: memory stays bounded at one window.
         keep_from = min(max(0, self._next_start - self._buffer_start), len(buffer))
