@@ -3,6 +3,7 @@ plus the evidence behind leaving MemoryDenyWriteExecute= off."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,26 @@ def test_unit_verifies(unit_copy):
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr
+
+
+def test_the_check_in_the_docs_works_on_a_fresh_checkout(tmp_path):
+    """docs/systemd.md's "Checking the unit" block, run as written from the repository root, passes
+    before anything is installed (a plain `systemd-analyze verify systemd/edge-dac.service` does not:
+    /usr/local/bin/edge-dac is missing here, which this test also shows)."""
+    analyze()
+    root = UNIT.parents[1]
+    doc = (root / "docs" / "systemd.md").read_text().split("## Checking the unit", 1)[1]
+    block = doc.split("```sh\n", 1)[1].split("```", 1)[0]
+    assert "systemd-analyze verify" in block
+    if not Path("/usr/local/bin/edge-dac").exists():
+        plain = subprocess.run([analyze(), "verify", "--man=no", str(UNIT)], capture_output=True, text=True, timeout=60)
+        assert plain.returncode != 0 and "/usr/local/bin/edge-dac" in plain.stderr, plain.stderr
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block], cwd=root, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Overall exposure level" in result.stdout and (tmp_path / "edge-dac.service").is_file()
 
 
 def test_unit_security_exposure_is_low(unit_copy):
