@@ -14,6 +14,7 @@ from edge_dac.model.decoding import (
     decode,
     is_broken,
     minimum_bayes_risk_order,
+    whole_prefix,
 )
 from edge_dac.model.frontend import LogMel
 from edge_dac.windows import plan_windows
@@ -126,7 +127,12 @@ def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem, codes):
         ("a bow is far away and a", True),
         ("a drum an a with a in background the background", True),
         ("a car passes with", True),
+        ("a gun fires twice and a twice", True),
+        ("an drums and a owl", True),
         ("", True),
+        ("a person types over and over", False),
+        ("a race car roars by", False),
+        ("an owl hoots and an engine idles", False),
         ("a dog barks while rain falls", False),
         ("in the rain, a dog barks before a car horn honks", False),
         ("a man speaks and then it goes quiet", False),
@@ -134,6 +140,35 @@ def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem, codes):
 )
 def test_broken_captions_are_told_from_whole_ones(caption, broken):
     assert is_broken(caption) is broken
+
+
+@pytest.mark.parametrize(
+    ("caption", "repaired"),
+    [
+        ("a gun fires and a twice and a", "a gun fires"),
+        ("a woman speaks and a man a", "a woman speaks"),
+        ("a dog barks, then a", "a dog barks"),
+        ("a dog barks while rain falls", "a dog barks while rain falls"),
+        ("a with the", ""),
+    ],
+)
+def test_a_broken_caption_is_cut_back_to_its_longest_whole_prefix(caption, repaired):
+    assert whole_prefix(caption) == repaired
+    assert not repaired or not is_broken(repaired)
+
+
+def test_ranking_repairs_broken_candidates_and_puts_whole_ones_first():
+    from edge_dac.model.decoding import Candidate, rank_candidates
+
+    captioner = tiny_captioner("dac")
+    tokenizer = captioner.tokenizer
+    ids = [tokenizer.convert_tokens_to_ids(caption.split()) for caption in ("a dog barks while", "rain falls")]
+    rows = [row + [captioner.eos_id] * (12 - len(row)) for row in ids]
+    scores = [[-0.1] * 12, [-3.0] * 12]  # the broken one is far more probable
+    ranked = rank_candidates(captioner, rows, scores, DecodingOptions(candidates=2, rank="score", repair=False))
+    assert [c.caption for c in ranked] == ["rain falls", "a dog barks while"]
+    repaired = rank_candidates(captioner, rows, scores, DecodingOptions(candidates=2, rank="score"))
+    assert repaired[0] == Candidate("a dog barks", repaired[0].score) and repaired[1].caption == "rain falls"
 
 
 def test_cut_and_collapse_and_repeated_words():

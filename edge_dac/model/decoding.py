@@ -35,7 +35,9 @@ class DecodingOptions:
     rank: "mbr" picks the candidate that agrees most with the others, "score" the most probable;
     "auto" is "mbr" for DAC's independent samples and "score" for AR beams (beams are not samples,
     so their consensus is not a good estimate of the best caption); prefer_whole: whole captions
-    come first, in that order, then the broken ones.
+    come first, in that order, then the broken ones; repair: a broken caption is cut back to its
+    longest whole prefix that ends before a clause ("a woman speaks and a man a" -> "a woman
+    speaks"), so what a user reads is a phrase, minus the tail the decoder did not finish.
     """
 
     steps: int = 6
@@ -45,6 +47,7 @@ class DecodingOptions:
     rank: str = "auto"
     noise_scale: float = 1.0
     prefer_whole: bool = True  # rank whole captions before broken ones (``is_broken``)
+    repair: bool = True  # cut a broken caption back to its longest whole prefix (``whole_prefix``)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -122,13 +125,44 @@ FUNCTION_WORDS = ARTICLES | frozenset(
 )
 
 
+# Prepositions that also end a phrase as adverbs ("over and over", "close by", "a car drives by").
+ADVERB_PARTICLES = frozenset({"over", "by"})
+# Adverbs and counts that end a clause: an article before one is a hole where a noun was meant.
+NOT_AFTER_ARTICLE = frozenset(
+    {"twice", "once", "repeatedly", "again", "several", "times", "nearby", "away", "loudly", "softly", "quietly"}
+)
+
+
 def is_broken(caption: str) -> bool:
-    """A caption that is not a whole phrase: empty, ending in a function word, or with an article
-    right before a function word ("a with", "the and")."""
+    """A caption that is not a whole phrase: empty, ending in a function word, with an article
+    right before a function word, an adverb or a count ("a with", "the and", "a twice"), or an
+    article that does not fit the next word ("an drums", "a owl")."""
     words = caption.replace(",", " , ").split()
-    if not words or words[-1] in FUNCTION_WORDS:
+    if not words or words[-1] in FUNCTION_WORDS - ADVERB_PARTICLES:
         return True
-    return any(word in ARTICLES and after in FUNCTION_WORDS for word, after in zip(words, words[1:], strict=False))
+    for word, after in zip(words, words[1:], strict=False):
+        if word in ARTICLES and (after in FUNCTION_WORDS or after in NOT_AFTER_ARTICLE):
+            return True
+        if (word == "an" and after[0] not in "aeiouh") or (word == "a" and after[0] in "aei"):
+            return True
+    return False
+
+
+# Words a new clause or phrase starts with: where a caption may be cut back to a whole prefix.
+CLAUSE_STARTS = frozenset({"and", "while", "as", "then", ",", "with", "followed", "before", "after", "in", "over"})
+
+
+def whole_prefix(caption: str) -> str:
+    """The longest prefix of a caption that is whole (not ``is_broken``) and ends where the caption
+    ends or a new clause begins; the caption itself if it is whole; "" when no prefix is."""
+    words = caption.replace(",", " , ").split()
+    for end in range(len(words), 0, -1):
+        if end < len(words) and words[end] not in CLAUSE_STARTS:
+            continue
+        prefix = " ".join(words[:end]).replace(" , ", ", ")
+        if not is_broken(prefix):
+            return prefix
+    return ""
 
 
 def _ngram_f1(a: list[str], b: list[str]) -> float:
@@ -303,7 +337,10 @@ def rank_candidates(
         # Score over the tokens that were written plus the [EOS] that ended them.
         used = list(row_log_probs)[: min(len(ids), _end_index(ids, model.eos_id, model.pad_id) + 1)]
         score = float(np.mean(used)) if used else float("-inf")
-        candidates.append(Candidate(collapse_repeated_words(decode_tokens(model.tokenizer, kept)), score))
+        caption = collapse_repeated_words(decode_tokens(model.tokenizer, kept))
+        if options.repair and is_broken(caption):
+            caption = whole_prefix(caption) or caption
+        candidates.append(Candidate(caption, score))
     candidates.sort(key=lambda c: -c.score)
     rank = options.rank if options.rank != "auto" else ("mbr" if model.dims.kind == "dac" else "score")
     if rank == "mbr":
