@@ -50,6 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sweep.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the denoising-steps sweep")
     parser.add_argument(
+        "--no-repair", dest="repair", action="store_false",
+        help="score the decoder's raw captions: do not cut broken ones back to a whole prefix (the daemon does)",
+    )
+    parser.add_argument(
         "--sweep-clips", type=int, default=50, metavar="N", help="clips in the steps sweep (default 50)"
     )
     parser.add_argument("--samples", type=int, default=10, metavar="N", help="sample clips shown in report.md")
@@ -82,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         candidates=args.candidates,
         beam=args.beam,
         seed=args.seed,
+        repair=args.repair,
         batch_size=args.batch_size,
         limit=args.limit,
         split=args.split,

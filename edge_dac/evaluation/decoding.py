@@ -5,21 +5,20 @@ from __future__ import annotations
 
 from edge_dac.engines import CaptionEngine
 from edge_dac.evaluation.speed import CaptionFn
-from edge_dac.model.decoding import DecodingOptions
+from edge_dac.model.decoding import DecodingOptions, DecodingTask
 
 
-def decoding_options(kind: str, steps: int, candidates: int, beam: int = 1, seed: int | None = 0) -> DecodingOptions:
-    """DAC: K samples of ``steps`` steps; AR: greedy for one candidate, else a beam at least K wide."""
+def decoding_options(
+    kind: str, steps: int, candidates: int, beam: int = 1, seed: int | None = 0, repair: bool = True
+) -> DecodingOptions:
+    """DAC: K samples of ``steps`` steps; AR: greedy for one candidate, else a beam at least K wide.
+    ``repair``: broken captions cut back to a whole prefix, as the daemon does (off: the raw decoder)."""
     beam_size = max(beam, candidates) if kind == "ar" else 1
-    return DecodingOptions(steps=steps, candidates=candidates, beam_size=beam_size, seed=seed)
+    return DecodingOptions(steps=steps, candidates=candidates, beam_size=beam_size, seed=seed, repair=repair)
 
 
 def caption_function(engine: CaptionEngine, options: DecodingOptions) -> CaptionFn:
-    """(batch, samples) windows -> ranked candidates per window, on the engine's backend.
-
-    The eager backend runs ``Captioner.generate`` with the full options (beam width, seed); other
-    backends take steps and candidates through the ``CaptionEngine`` interface.
-    """
-    if engine.backend == "eager":
-        return lambda windows: engine.captioner.generate(windows, options)
-    return lambda windows: engine.caption(windows, steps=options.steps, candidates=options.candidates)
+    """(batch, samples) windows -> ranked candidates per window: the one decoding task with the
+    full options (beam width, seed, repair) on the engine's backend (its runner)."""
+    task = DecodingTask(engine.captioner, options, engine.runner, engine.max_rows, engine.max_windows)
+    return task.run

@@ -17,6 +17,7 @@ class EvalOptions:
 
     steps: int = DecodingOptions.steps
     candidates: int = DecodingOptions.candidates
+    repair: bool = DecodingOptions.repair  # False: score the decoder's raw captions (no whole-prefix repair)
     beam: int = 1  # AR only: 1 = greedy (a beam of K is used when K > 1)
     seed: int = 0
     batch_size: int = 32

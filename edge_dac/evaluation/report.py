@@ -81,6 +81,8 @@ def render_report(result: dict, clips: Sequence[dict], samples: int = 10, plots:
         how = f"AR, beam {decoding['beam_size']}, K={decoding['candidates']} candidates"
     else:
         how = "AR, greedy"
+    if not decoding.get("repair", True):
+        how += ", raw captions (no whole-prefix repair)"
     out = [
         f"# Evaluation of {model['id']}",
         "",

@@ -43,7 +43,8 @@ def step_sweep(
     rows = []
     for count in tqdm(steps, desc="steps sweep", unit="setting", disable=not progress):
         options = DecodingOptions(
-            steps=count, candidates=base.candidates, beam_size=base.beam_size, seed=base.seed, rank=base.rank
+            steps=count, candidates=base.candidates, beam_size=base.beam_size, seed=base.seed, rank=base.rank,
+            repair=base.repair,
         )
         caption_fn = caption_function(engine, options)
         predictions = caption_windows(caption_fn, windows, batch_size)
