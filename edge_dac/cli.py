@@ -47,7 +47,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(argv: list[str]) -> str | None:
+    """The sub-command named in ``argv``, found before parsing (``--log-level`` takes a value)."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--log-level":
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if _command(argv) == "run":
+        # Before the sub-command modules are imported (torch takes seconds): from here on SIGTERM and
+        # SIGINT end the daemon's process with status 0 at any moment (edge_dac/daemon/signals.py).
+        from edge_dac.daemon.signals import install_signals
+
+        install_signals()
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level)

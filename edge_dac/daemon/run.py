@@ -4,7 +4,8 @@ Threads, each owning one step: the source's own (PortAudio callback, mic supervi
 (source -> windows -> queue; never waits for the engine), *inference* (queue -> engine -> events ->
 publisher), *heartbeat* (status every second), and the main thread, which only handles signals and
 start-up/shutdown. ``SIGTERM``/``SIGINT`` stop capture, let the engine finish what is queued (up to
-``DRAIN_S``), end open events, publish ``offline`` and return 0. ``SIGHUP`` re-reads the config and
+``DRAIN_S``), end open events, publish ``offline`` and return 0; before the daemon runs (engine
+build) and after it returned they end the process with status 0 too (``signals.py``). ``SIGHUP`` re-reads the config and
 rebuilds the chain (the engine is kept; the publisher too when its settings did not change).
 
 To plug in an engine: ``Daemon(config, engine).run()``, or ``run_daemon(config, engine)``.
@@ -30,6 +31,7 @@ from edge_dac.daemon.listen import format_message
 from edge_dac.daemon.metrics import Metrics
 from edge_dac.daemon.notify import Notifier
 from edge_dac.daemon.publisher import Publisher
+from edge_dac.daemon.signals import install_signals
 from edge_dac.daemon.sources import AudioSource, open_source
 from edge_dac.daemon.status import Heartbeat
 from edge_dac.daemon.windows import SampleClock, Window, Windower
@@ -256,7 +258,7 @@ class Daemon:
         seconds = time.perf_counter() - started
         logger.info(f"engine {self.engine.model_id} on {self.engine.backend} warm ({seconds:.2f} s)")
 
-    def _handle_signal(self, signum: int, _frame: object) -> None:
+    def _handle_signal(self, signum: int, _frame: object = None) -> None:
         if signum == signal.SIGHUP:
             self._reload_requested = True
         else:
@@ -324,14 +326,18 @@ class Daemon:
         logger.info("config reloaded")
 
     def run(self) -> int:
-        """Run until SIGTERM/SIGINT (0), the end of a non-looping file (0) or a broken engine (1)."""
-        previous = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-        self._build_chain()  # a bad source file fails here, before anything needs cleaning up
+        """Run until SIGTERM/SIGINT (0), the end of a non-looping file (0) or a broken engine (1).
+
+        Signals stay handled after it returns (ignored: the process is ending); a program that goes
+        on afterwards calls ``edge_dac.daemon.signals.install_signals().uninstall()``.
+        """
+        signals = install_signals()  # from the main thread; edge-dac run did it before building the engine
+        signals.attach(self._handle_signal)
         try:
+            self._build_chain()  # a bad source file fails here, before anything needs cleaning up
             self.publisher = self._make_publisher()  # a second instance is refused before any heavy work
         except BaseException:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            signals.detach()
             raise
         heartbeat = Heartbeat(self.config.publisher.heartbeat_s, self.status_body,
                               lambda body: self.publisher.publish("status", body))
@@ -341,7 +347,7 @@ class Daemon:
                 self.metrics.serve(self.config.metrics.address, self.config.metrics.port)
             heartbeat.start()
             self._warm_up()
-            while True:
+            while not self._stop_requested:  # a stop during the warm-up needs no capture
                 self.source.start()
                 self.worker.start()
                 self.capture.start()
@@ -365,8 +371,7 @@ class Daemon:
                 self.publisher.close()
             self.metrics.close()
             self.notifier.close()
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            signals.detach()
         if outcome == "error":
             logger.error(f"engine failed {self.worker.failures} times in a row: {self.worker.error}")
             return 1
@@ -407,6 +412,9 @@ def _apply_overrides(config: DaemonConfig, args: argparse.Namespace) -> DaemonCo
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    # First: a SIGTERM while the config loads or the engine builds must end the process with status 0.
+    install_signals()
+
     def load() -> DaemonConfig:
         return _apply_overrides(load_daemon_config(Path(args.config) if args.config else None), args)
 
