@@ -15,7 +15,6 @@ from loguru import logger
 from pydantic import Field, field_validator, model_validator
 
 from edge_dac.config import StrictModel, load_config, validate_config
-from edge_dac.model.decoding import DecodingOptions
 
 
 def runtime_dir() -> Path:
@@ -74,6 +73,10 @@ class SourceConfig(StrictModel):
     path: str | None = Field(None, description="file: the audio file; demo: a folder of clips (default: bundled)")
     loop: bool = Field(False, description="file: start again at the end (demo always loops)")
     fast: bool = Field(False, description="file/demo: read as fast as the engine keeps up, not at real time")
+    pace_hz: float | None = Field(
+        None, gt=0, description="file/demo at real time: samples handed out per wall-clock second (default: the "
+        "sample rate); a value a little off imitates a device whose clock is off, e.g. 16008 for 500 ppm fast",
+    )
     device: str | int | None = Field(
         None, description="mic: index, name substring, 'card:ID' (ALSA card id) or 'usb:VID:PID[:SERIAL]'"
     )
@@ -101,9 +104,11 @@ class WindowConfig(StrictModel):
 class EngineConfig(StrictModel):
     model: str | None = Field(None, description="checkpoint or model id for the engine (default: shipped model)")
     backend: str = "auto"
-    # The one decoding default (edge_dac.model.decoding.DecodingOptions), as `caption` and `eval` use.
-    steps: int = Field(DecodingOptions.steps, ge=1)
-    candidates: int = Field(DecodingOptions.candidates, ge=1)
+    # The one decoding default (edge_dac.model.decoding.DecodingOptions), as `caption` and `eval` use;
+    # written out, not imported: that module imports torch, which `listen` and the config must not
+    # load (tests/test_defaults.py holds the numbers together, tests/test_layering.py the imports).
+    steps: int = Field(6, ge=1)
+    candidates: int = Field(5, ge=1)
     threads: int | None = Field(None, ge=1)
 
 
