@@ -246,6 +246,8 @@ def main() -> int:
               "(engine busy time / audio time)")
     print(f"dropped windows:        {last_status['windows']['dropped']} (target 0); "
           f"input overflows: {last_status['source']['overflows']}")
+    if last_status.get("drift_ppm") is not None:
+        print(f"device clock drift:     {last_status['drift_ppm']:+.1f} ppm measured (audio times corrected for it)")
     print(f"CPU:                    {100 * (cpu_end - cpu_start) / elapsed:.1f} % of one core")
     print(f"RSS:                    {stats.peak_rss / 2**20:.0f} MB peak of the samples taken (target <= 600)")
     print(f"scene words:            {matched}/{covered} windows covering a scene by >= {MIN_OVERLAP_S:.0f} s "

@@ -32,7 +32,7 @@ FROZEN_FIELDS = {
 }
 # Added within schema version 1, optional (absent in older daemons' messages, always sent now); each is
 # listed in docs/subscribing.md with the change it came with.
-OPTIONAL_FIELDS = {"caption": set(), "event": set(), "status": {"error"}}
+OPTIONAL_FIELDS = {"caption": set(), "event": set(), "status": {"error", "drift_ppm"}}
 OPTIONAL_WINDOW_FIELDS = {"failed"}
 AUDIO_FIELDS = {"start", "end", "start_sample", "end_sample", "sample_rate"}
 

@@ -9,6 +9,7 @@ command line is the subject).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -26,6 +27,7 @@ import yaml
 import zmq
 
 from edge_dac.config import validate_config
+from edge_dac.daemon.clock import AudioClock
 from edge_dac.daemon.config import DaemonConfig, default_endpoint
 from edge_dac.daemon.listen import Subscriber
 from edge_dac.daemon.messages import load_schema
@@ -359,3 +361,99 @@ def test_fast_run_latency_is_never_negative_and_audio_times_stay_on_the_sample_c
     assert all(m["latency_ms"] is None or m["latency_ms"] >= 0 for m in messages if m["type"] == "status")
     # It really ran faster than real time: the last window ends on the sample clock after it was sent.
     assert unix_time(captions[-1]["audio"]["end"]) > unix_time(captions[-1]["sent_at"])
+
+
+# -- 4. audio times stay tied to the wall clock when the device's rate is a little off ---------------------
+
+
+def simulate(clock: AudioClock, device_hz: float, seconds: float, block_s: float = 0.25, seed: int = 0):
+    """Feed ``clock`` blocks from a device delivering ``device_hz`` samples a second, arriving with the
+    delays a loaded machine adds (exponential, 2 ms mean; 1 % of blocks 20-300 ms late). Returns, per
+    block, (the clock's time of the block's end - the true time of that sample, the naive sample
+    clock's time - the true time, the clock's time of the block's end when it arrived), and checks
+    that the clock never goes back or jumps."""
+    rng = np.random.default_rng(seed)
+    block, errors, naive, given, previous = int(block_s * RATE), [], [], [], -math.inf
+    for k in range(int(seconds / block_s)):
+        start, end = k * block, (k + 1) * block
+        true_end = clock.anchor_time + end / device_hz
+        delay = rng.exponential(0.002) + (rng.uniform(0.02, 0.3) if rng.random() < 0.01 else 0.0)
+        clock.observe(start, end, true_end + delay)
+        begins = clock.time_of(start)
+        # Continuous and increasing: the block starts where the last one ended (within rounding) ...
+        assert begins >= previous - 1e-9 and (previous == -math.inf or abs(begins - previous) < 1e-6)
+        previous = clock.time_of(end)
+        # ... and lasts its nominal length within the rate limit (2000 ppm): no jumps.
+        assert abs((previous - begins) / block_s - 1) <= 2000e-6 + 1e-9
+        errors.append(previous - true_end)
+        naive.append(clock.anchor_time + end / RATE - true_end)
+        given.append(previous)
+    return np.array(errors), np.array(naive), given
+
+
+@pytest.mark.parametrize("ppm", [50.0, -80.0])
+def test_a_day_of_a_drifting_microphone_on_a_simulated_clock(ppm):
+    """A day of audio cannot run in a test, so the arrivals come from a simulated clock: the clock
+    under test only ever sees (samples, arrival time) pairs, which is all a real device gives it.
+    A 50 ppm microphone would put naive timestamps 4.3 s off after 24 h; here they stay within a few
+    milliseconds of the truth (the arrival floor), the published times never jump, and the measured
+    drift is the device's."""
+    clock = AudioClock(RATE, 1_700_000_000.0, disciplined=True)
+    errors, naive, given = simulate(clock, RATE * (1 + ppm * 1e-6), 24 * 3600, block_s=1.0)
+    assert abs(naive[-1]) == pytest.approx(abs(ppm) * 1e-6 * 24 * 3600, rel=1e-3)  # 4.32 s for 50 ppm
+    # One block a second, so the clock settles on the typical arrival delay (2 ms), not the floor.
+    assert np.abs(errors).max() < 0.010
+    assert np.abs(errors[len(errors) // 10 :]).max() < 0.005 and np.abs(errors[len(errors) // 10 :]).mean() < 0.003
+    assert clock.drift_ppm == pytest.approx(ppm, abs=2.0)
+    # A timestamp once given out never changes (the last 50 minutes read exactly as when published);
+    # older breakpoints are merged, which moves earlier hours by a few milliseconds at most.
+    assert all(clock.time_of((k + 1) * RATE) == given[k] for k in range(len(given) - 3000, len(given)))
+    assert max(abs(clock.time_of((k + 1) * RATE) - given[k]) for k in range(0, len(given), 60)) < 0.005
+
+
+def test_undisciplined_clock_is_the_plain_sample_clock():
+    """--fast files: no discipline, exactly anchor + sample / rate, no drift reported."""
+    clock = AudioClock(RATE, 1_700_000_000.0, disciplined=False)
+    simulate_errors, _, _ = simulate(clock, RATE * 1.0005, 60)
+    assert clock.time_of(RATE * 600) == 1_700_000_000.0 + 600.0
+    assert clock.drift_ppm is None
+    assert simulate_errors[-1] > 0.029  # it drifts, as it should when nothing paces the source
+
+
+def test_file_played_500_ppm_fast_keeps_published_audio_times_on_the_wall_clock(tmp_path):
+    """A real daemon on a file handed out at 16,008 samples per wall second while it says 16 kHz (a
+    microphone 500 ppm fast), at real time for 32 s. The true time of sample n is anchor + n / 16008
+    (the file source hands it out then); a naive sample clock would be 16 ms ahead by the end. The
+    published status audio.end stays within a few ms, never goes back, and drift_ppm is measured."""
+    pace = 16008.0
+    silence = tmp_path / "silence.flac"
+    soundfile.write(str(silence), np.zeros(int(32 * RATE), np.float32), RATE)  # silent: the engine idles
+    endpoint = f"ipc://{tmp_path}/captions.sock"
+    child = start_child(tmp_path, {
+        "source": {"kind": "file", "path": str(silence), "pace_hz": pace},
+        "windows": {"length_s": 1.0, "hop_s": 0.5},
+        "engine": {"steps": 1, "candidates": 1},
+        "publisher": {"endpoint": endpoint, "device_id": "drift", "heartbeat_s": 0.5},
+    })
+    try:
+        bodies = raw_messages(endpoint, child, 180)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    stderr = child.stderr.read()
+    assert child.returncode == 0, stderr
+    statuses = [strict_json(b) for b in bodies]
+    statuses = [m for m in statuses if m["type"] == "status" and m["audio"] and m["state"] != "offline"]
+    anchor = unix_time(statuses[0]["audio"]["start"])
+    ends = [(m["audio"]["end_sample"], unix_time(m["audio"]["end"]), m["drift_ppm"]) for m in statuses]
+    assert ends[-1][0] >= 30 * RATE, stderr
+    assert all(b[1] > a[1] for a, b in zip(ends, ends[1:], strict=False) if b[0] > a[0])  # monotonic
+    late = [(n, t, drift) for n, t, drift in ends if n >= 24 * RATE]
+    for n, published, _ in late:
+        true = anchor + n / pace
+        naive = anchor + n / RATE
+        assert naive - true > 0.011  # what the old clock would have published: ahead by 12-16 ms
+        assert abs(published - true) < 0.006, (n, published - true)
+    drifts = [drift for _, _, drift in late]
+    assert all(d is not None for d in drifts) and 250 < drifts[-1] < 700, drifts

@@ -51,6 +51,7 @@ def status_body(state: str = "running") -> dict:
         silent=False,
         model_id="dac-tiny-test",
         backend="cpu",
+        drift_ppm=12.5,
     )
 
 

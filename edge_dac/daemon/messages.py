@@ -14,6 +14,7 @@ import json
 from importlib import resources
 from typing import Any
 
+from edge_dac.daemon.clock import AudioClock
 from edge_dac.daemon.windows import SampleClock
 
 SCHEMA_VERSION = 1
@@ -37,8 +38,8 @@ def load_schema() -> dict[str, Any]:
     return json.loads(resources.files("edge_dac").joinpath("schemas/messages.schema.json").read_text())
 
 
-def audio_span(clock: SampleClock, start_sample: int, end_sample: int) -> dict[str, Any]:
-    """Where the audio sits, both as wall-clock time (from the sample clock) and as sample indexes."""
+def audio_span(clock: AudioClock | SampleClock, start_sample: int, end_sample: int) -> dict[str, Any]:
+    """Where the audio sits, both as wall-clock time (from the audio clock) and as sample indexes."""
     return {
         "start": clock.iso(start_sample),
         "end": clock.iso(end_sample),
@@ -114,10 +115,12 @@ def status_body(
     model_id: str,
     backend: str,
     error: str | None = None,
+    drift_ppm: float | None = None,
 ) -> dict[str, Any]:
     """The heartbeat: enough for a late subscriber to know at once whether the daemon is well.
 
-    ``error``: why the latest voiced window got no caption (None while captions come)."""
+    ``error``: why the latest voiced window got no caption (None while captions come). ``drift_ppm``:
+    the audio device's measured rate error (None when not measured: ``--fast``, the first second)."""
     return {
         "state": state,
         "uptime_s": round(float(uptime_s), 3),
@@ -128,6 +131,7 @@ def status_body(
         "latency_ms": None if latency_ms is None else round(float(latency_ms), 3),
         "silent": silent,
         "error": error,
+        "drift_ppm": None if drift_ppm is None else round(float(drift_ppm), 2),
         "model_id": model_id,
         "backend": backend,
     }

@@ -28,6 +28,9 @@ class Metrics:
         self.overflows = Counter("edge_dac_input_overflows_total", "Capture overflows from the device", registry=r)
         self.queue_depth = Gauge("edge_dac_queue_depth", "Windows waiting for the engine", registry=r)
         self.real_time_factor = Gauge("edge_dac_real_time_factor", "Engine time / audio time", registry=r)
+        self.clock_drift = Gauge(
+            "edge_dac_clock_drift_ppm", "Audio device's measured rate error against the wall clock (ppm)", registry=r
+        )
         self.source_healthy = Gauge("edge_dac_source_healthy", "1 when the audio source delivers audio", registry=r)
         self.engine = Info("edge_dac_engine", "Caption engine in use", registry=r)
         self._server = None

@@ -25,6 +25,7 @@ import numpy as np
 from loguru import logger
 
 from edge_dac.daemon import messages
+from edge_dac.daemon.clock import AudioClock
 from edge_dac.daemon.config import DaemonConfig, EngineConfig, WindowConfig, load_daemon_config, parse_source
 from edge_dac.daemon.events import EventChange, EventTracker, make_agreement
 from edge_dac.daemon.listen import format_message
@@ -34,7 +35,7 @@ from edge_dac.daemon.publisher import Publisher
 from edge_dac.daemon.signals import install_signals
 from edge_dac.daemon.sources import AudioSource, open_source
 from edge_dac.daemon.status import Heartbeat
-from edge_dac.daemon.windows import SampleClock, Window, Windower
+from edge_dac.daemon.windows import Window, Windower
 from edge_dac.daemon.worker import Captioned, Captioning, InferenceWorker, WindowQueue
 from edge_dac.errors import ConfigError, EdgeDacError
 
@@ -61,7 +62,7 @@ def window_seconds(config: WindowConfig, engine: Captioning) -> float:
     return config.length_s
 
 
-def window_latency(clock: SampleClock, window: Window, now: float | None = None) -> float:
+def window_latency(clock: AudioClock, window: Window, now: float | None = None) -> float:
     """Seconds from the window's end to ``now``, never negative.
 
     The end is where the audio clock puts the window's last sample, or the moment that sample reached
@@ -115,7 +116,7 @@ class Daemon:
         length_s = window_seconds(config.windows, self.engine)
         self.windower = Windower(length_s, config.windows.hop_s, rate, config.windows.silence_dbfs)
         self.queue = WindowQueue(config.worker.queue_size)
-        self.clock: SampleClock | None = None
+        self.clock: AudioClock | None = None
         self.position = 0
         self.tracker = EventTracker(
             make_agreement(self.labels_of),
@@ -141,9 +142,10 @@ class Daemon:
                     self._wake.set()
                     return
                 continue
-            if self.clock is None:  # anchored once: from here on, time is sample index / rate
-                self.clock = SampleClock(source.sample_rate, source.anchor_time)
+            if self.clock is None:  # anchored here; a live source's clock is then kept on the wall clock
+                self.clock = AudioClock(source.sample_rate, source.anchor_time, disciplined=realtime)
                 self.tracker.id_prefix = f"{self.publisher.device}-{int(source.anchor_time)}-"
+            self.clock.observe(block.start_sample, block.end_sample, arrived_at)
             self.position = block.end_sample
             for window in self.windower.push(block, arrived_at):
                 if self.queue.put(window, wait=not realtime) is not None:
@@ -224,6 +226,9 @@ class Daemon:
         self.metrics.source_healthy.set(1 if source.state == "healthy" else 0)
         if self.real_time_factor is not None:
             self.metrics.real_time_factor.set(self.real_time_factor)
+        drift_ppm = self.clock.drift_ppm if self.clock else None
+        if drift_ppm is not None:
+            self.metrics.clock_drift.set(drift_ppm)
         with self._lock:
             windows = {
                 "captioned": self.captioned, "dropped": self.dropped_before + self.queue.dropped,
@@ -237,7 +242,7 @@ class Daemon:
             windows=windows, real_time_factor=self.real_time_factor,
             audio=messages.audio_span(self.clock, 0, position) if self.clock else None,
             latency_ms=latency, silent=silent, model_id=self.engine.model_id, backend=self.engine.backend,
-            error=error,
+            error=error, drift_ppm=drift_ppm,
         )
 
     # -- life cycle -------------------------------------------------------------------------------

@@ -54,10 +54,13 @@ class FileSource:
         fast: bool = False,
         block_s: float = 0.1,
         sample_rate: int = SAMPLE_RATE,
+        pace_hz: float | None = None,
     ):
         if not paths:
             raise AudioError("no audio files to read; pass --source file:PATH")
         self.kind, self.sample_rate, self.loop, self.realtime = kind, sample_rate, loop, not fast
+        # Samples per wall second at real time: the sample rate, unless imitating a device whose clock is off.
+        self.pace_hz = float(pace_hz or sample_rate)
         self.name = paths[0].name if len(paths) == 1 else f"{paths[0].parent.name}/ ({len(paths)} files)"
         # Whole files in memory: sources are scenes and recordings of minutes, not days (10 min = 38 MB).
         self._audio = np.concatenate([load_audio(path, sample_rate) for path in paths])
@@ -82,7 +85,7 @@ class FileSource:
             return None
         count = min(self._block, len(self._audio) - offset)
         if self.realtime:  # hand out a block only once its last sample "has been recorded"
-            due = self._started_at + (self._position + count) / self.sample_rate
+            due = self._started_at + (self._position + count) / self.pace_hz
             wait = due - time.monotonic()
             if wait > timeout_s:
                 time.sleep(timeout_s)
@@ -115,8 +118,9 @@ def open_source(config: SourceConfig, sample_rate: int = SAMPLE_RATE) -> AudioSo
     if config.kind == "demo":
         return FileSource(
             demo_paths(config.path), kind="demo", loop=True, fast=config.fast, block_s=config.block_s,
-            sample_rate=sample_rate,
+            sample_rate=sample_rate, pace_hz=config.pace_hz,
         )
     return FileSource(
-        [Path(config.path)], loop=config.loop, fast=config.fast, block_s=config.block_s, sample_rate=sample_rate
+        [Path(config.path)], loop=config.loop, fast=config.fast, block_s=config.block_s, sample_rate=sample_rate,
+        pace_hz=config.pace_hz,
     )

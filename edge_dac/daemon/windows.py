@@ -1,10 +1,12 @@
 """Cutting a sample stream into overlapping windows with sample-clock timestamps.
 
 A window's time comes from its position in the stream (sample index / rate), anchored once to
-the wall clock when the first sample arrived. Processing delays, backlogs and dropped windows
-therefore never shift a timestamp. Windows start at multiples of the hop, so their boundaries
-are exact sample indexes; a gap in the stream (a device that was lost) restarts the buffer at
-the next hop boundary instead of stitching audio from two different moments together.
+the wall clock when the first sample arrived (``SampleClock``; the daemon uses ``clock.AudioClock``,
+which starts the same and then keeps a live source's rate on the wall clock). Processing delays,
+backlogs and dropped windows therefore never shift a timestamp. Windows start at multiples of
+the hop, so their boundaries are exact sample indexes; a gap in the stream (a device that was
+lost) restarts the buffer at the next hop boundary instead of stitching audio from two different
+moments together.
 """
 
 from __future__ import annotations
