@@ -221,6 +221,38 @@ def test_listen_to_one_topic_in_a_quiet_room_knows_the_daemon_is_alive(ipc_endpo
     assert gone.returncode == 1 and "daemon not running, not reachable, or not authorised" in gone.stderr
 
 
+def test_reconfigure_keeps_sequence_numbers_and_a_refused_endpoint_changes_nothing(tmp_path):
+    """SIGHUP's publisher changes on real sockets: a new endpoint and a new high-water mark on the
+    same one each need a new socket, and the numbers go on across both; an endpoint already taken
+    is refused and the running socket keeps publishing as before."""
+    first, second = f"ipc://{tmp_path}/a.sock", f"ipc://{tmp_path}/b.sock"
+    publisher = Publisher(first, "kitchen")
+    squatter = Publisher(free_tcp_endpoint(), "other")
+    try:
+        subscriber = Subscriber(first)
+        connect_until_flowing(publisher, subscriber)
+        publisher.publish("caption", caption_body())
+        assert subscriber.receive(2)[1]["seq"] == 0
+        with pytest.raises(EdgeDacError, match="address already in use"):
+            publisher.reconfigure(squatter.endpoint)
+        publisher.publish("caption", caption_body())
+        assert subscriber.receive(2)[1]["seq"] == 1  # still on the first endpoint, numbers unchanged
+        subscriber.close()
+        assert publisher.reconfigure(second) is True
+        assert publisher.endpoint == second and not (tmp_path / "a.sock").exists()
+        assert publisher.reconfigure(second, hwm=10) is True  # same endpoint, new socket
+        assert publisher.reconfigure(second, hwm=10, ipc_mode=0o600) is False  # in place
+        assert stat.S_IMODE((tmp_path / "b.sock").stat().st_mode) == 0o600
+        subscriber = Subscriber(second)
+        connect_until_flowing(publisher, subscriber)
+        publisher.publish("caption", caption_body())
+        assert subscriber.receive(2)[1]["seq"] == 2
+        subscriber.close()
+    finally:
+        squatter.close()
+        publisher.close()
+
+
 def test_keys_command_writes_pair_and_refuses_overwrite(tmp_path):
     cmd = [sys.executable, "-m", "edge_dac", "keys", "display", "--dir", str(tmp_path)]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=60)

@@ -1,5 +1,6 @@
 """The whole daemon in a child process: file source at real time -> windows -> engine -> ZeroMQ,
-with sd_notify on a real socket, SIGHUP reload and SIGTERM drain.
+with sd_notify on a real socket, SIGHUP reloads (applied in place, refused, a new device id) and
+SIGTERM drain.
 
 The engine is the real captioning model (``edge_dac.model.Captioner``) with tiny random weights
 from tests/factories.py, behind the engine interface, because the shipped engine
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import jsonschema
@@ -30,6 +32,7 @@ from edge_dac.daemon.messages import load_schema
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = """
+import os
 import sys
 sys.path.insert(0, {root!r})
 from edge_dac.daemon.config import load_daemon_config
@@ -47,18 +50,42 @@ class TinyModelEngine:
 
 setup_logging("INFO")
 path = {config!r}
-sys.exit(run_daemon(load_daemon_config(path), TinyModelEngine(), reload_config=lambda: load_daemon_config(path)))
+status = run_daemon(load_daemon_config(path), TinyModelEngine(), reload_config=lambda: load_daemon_config(path))
+sys.stderr.flush()
+os._exit(status)  # as edge-dac run ends (daemon/cli.py): the interpreter's teardown takes seconds at nice 19
 """
 
 
-def write_config(path: Path, audio: Path, endpoint: str, device: str, metrics_port: int = 9721) -> None:
+def write_config(
+    path: Path, audio: Path, endpoint: str, device: str, metrics_port: int = 9721, *, hop_s: float = 0.5,
+    candidates: int = 2, heartbeat_s: float = 0.5, hwm: int = 1000, end_after: int = 1,
+) -> None:
     path.write_text(yaml.safe_dump({
         "source": {"kind": "file", "path": str(audio), "loop": True},
-        "windows": {"length_s": 1.0, "hop_s": 0.5, "silence_dbfs": -50.0},
-        "engine": {"steps": 2, "candidates": 2},
-        "publisher": {"endpoint": endpoint, "device_id": device, "heartbeat_s": 0.5},
+        "windows": {"length_s": 1.0, "hop_s": hop_s, "silence_dbfs": -50.0},
+        "engine": {"steps": 2, "candidates": candidates},
+        "events": {"end_after": end_after},
+        "publisher": {"endpoint": endpoint, "device_id": device, "heartbeat_s": heartbeat_s, "hwm": hwm},
         "metrics": {"enabled": True, "port": metrics_port},
     }))
+
+
+def notifications(notify: socket.socket) -> list[str]:
+    notes = []
+    while True:
+        try:
+            notes.append(notify.recv(4096).decode())
+        except TimeoutError:
+            return notes
+
+
+def stream_start(messages: list[dict]) -> set[str]:
+    """The wall-clock time of sample 0 as the statuses give it: one value while the clock is not re-anchored."""
+    return {m["audio"]["start"] for m in messages if m["type"] == "status" and m["audio"]}
+
+
+def last_seq(messages: list[dict], kind: str) -> int:
+    return max(m["seq"] for m in messages if m["type"] == kind)
 
 
 def collect(subscriber: Subscriber, until, timeout_s: float) -> list[dict]:
@@ -92,15 +119,10 @@ def test_daemon_end_to_end_reload_and_sigterm_drain(tmp_path):
     subscriber = Subscriber(endpoint)
     validator = jsonschema.Draft202012Validator(load_schema())
     try:
-        # Captions, silence and events from the first config.
+        # Captions, silence and events from the first config (start-up: interpreter, torch, model, warm-up).
         got = collect(subscriber, lambda g: sum(m["type"] == "caption" for m in g) >= 3
-                      and any(m["type"] == "status" and m["windows"]["silent"] for m in g), 40)
-        notes = []
-        while True:
-            try:
-                notes.append(notify.recv(4096).decode())
-            except TimeoutError:
-                break
+                      and any(m["type"] == "status" and m["windows"]["silent"] for m in g), 180)
+        notes = notifications(notify)
         assert any(n.startswith("READY=1") for n in notes), notes
         assert "WATCHDOG=1" in notes
         for message in got:
@@ -117,17 +139,58 @@ def test_daemon_end_to_end_reload_and_sigterm_drain(tmp_path):
         assert "edge_dac_window_latency_seconds_bucket" in scrape and 'backend="torch-cpu"' in scrape
         events = [m for m in got if m["type"] == "event"]
         assert events and events[0]["phase"] == "start" and events[0]["event_id"] == first["event_id"]
+        anchored = stream_start(got)
+        assert len(anchored) == 1
+
+        # SIGHUP with new windows, decoding, events and publisher settings (hwm needs a new socket):
+        # all applied while capture, the sample clock and every sequence number go on. The same
+        # subscriber stays connected (ZeroMQ reconnects it to the re-bound socket by itself).
+        before = got + collect(subscriber, lambda g: False, 1.5)
+        write_config(config, audio, endpoint, "first", port, hop_s=0.25, candidates=3, heartbeat_s=0.2, hwm=500,
+                     end_after=2)
+        child.send_signal(signal.SIGHUP)
+        got = collect(subscriber, lambda g: sum(m["type"] == "caption" and len(m["candidates"]) == 3 for m in g) >= 3
+                      and sum(m["type"] == "status" for m in g) >= 10, 60)
+        after = [m for m in got if m["type"] != "caption" or len(m["candidates"]) == 3]
+        new_captions = [m for m in after if m["type"] == "caption"]
+        assert len(new_captions) >= 3, [(m["type"], m.get("candidates")) for m in got]
+        for message in got:
+            validator.validate(message)
+        assert stream_start(before + got) == anchored  # never re-anchored: no restart of the source
+        # Sequence numbers go on (a lower one means "daemon restarted" to subscribers).
+        assert min(m["seq"] for m in got if m["type"] == "status") > last_seq(before, "status")
+        assert min(m["seq"] for m in new_captions) > last_seq(before, "caption")
+        # The stream goes on: no window starts again at sample 0, and the new hop is in force.
+        assert min(m["audio"]["start_sample"] for m in new_captions) > max(
+            m["audio"]["start_sample"] for m in before if m["type"] == "caption")
+        assert all(m["audio"]["start_sample"] % 4000 == 0 for m in new_captions)
+        assert any(m["audio"]["start_sample"] % 8000 for m in new_captions)  # a quarter-second boundary
+        statuses = [m for m in after if m["type"] == "status"]
+        sent = [datetime.fromisoformat(m["sent_at"].replace("Z", "+00:00")).timestamp() for m in statuses]
+        assert float(np.median(np.diff(sent))) < 0.35  # heartbeat_s 0.5 -> 0.2, applied in place
+        assert all(m["source"]["reopens"] == 0 for m in statuses)
+        notes = notifications(notify)
+        assert any(n.startswith("RELOADING=1") for n in notes) and any(n.startswith("READY=1") for n in notes), notes
+
+        # A config that cannot be applied changes nothing and says only that.
+        config.write_text(config.read_text() + "windos: {hop_s: 1.0}\n")
+        before = got
+        child.send_signal(signal.SIGHUP)
+        got = collect(subscriber, lambda g: sum(m["type"] == "caption" for m in g) >= 3, 30)
+        assert stream_start(before + got) == anchored
+        assert min(m["seq"] for m in got) > 0 and all(len(m["candidates"]) == 3 for m in got if m["type"] == "caption")
+        assert min(m["seq"] for m in got if m["type"] == "status") > last_seq(before, "status")
 
         # SIGHUP: the new device id shows up without a restart.
-        write_config(config, audio, endpoint, "second", port)
-        subscriber.close()
+        write_config(config, audio, endpoint, "second", port, hop_s=0.25, candidates=3, heartbeat_s=0.2, hwm=500,
+                     end_after=2)
         child.send_signal(signal.SIGHUP)
-        subscriber = Subscriber(endpoint)
         got = collect(subscriber, lambda g: any(m["device"] == "second" and m["type"] == "caption" for m in g), 30)
         if not any(m["device"] == "second" and m["type"] == "caption" for m in got):
             child.kill()
             raise AssertionError(f"no caption after reload: {[m['type'] + m['device'] for m in got]}\n"
                                  + child.stderr.read())
+        assert stream_start(got) == anchored
         assert child.poll() is None
 
         # SIGTERM: offline status, exit 0, within 5 s.
@@ -149,3 +212,9 @@ def test_daemon_end_to_end_reload_and_sigterm_drain(tmp_path):
         notify.close()
         stderr = child.stderr.read() if child.stderr else ""
     assert "Traceback" not in stderr, stderr
+    reloads = [line for line in stderr.splitlines() if "config reloaded" in line or "reload refused" in line]
+    assert len(reloads) == 3, stderr
+    assert "config reloaded:" in reloads[0] and "windows.hop_s" in reloads[0] and "publisher.hwm" in reloads[0]
+    assert "sequence numbers go on" in reloads[0] and "capture and the sample clock go on" in reloads[0]
+    assert "reload refused, keeping the running config" in reloads[1] and "windos" in reloads[1]
+    assert reloads[2].endswith("config reloaded: publisher.device_id; capture and the sample clock go on")

@@ -52,6 +52,26 @@ def test_gap_in_stream_restarts_at_next_hop_boundary():
     assert all(w.start_sample % 8000 == 0 for w in before + after)
 
 
+def test_reconfigure_keeps_the_stream_and_the_window_in_progress():
+    """A reload changes length, hop and gate of the stream in progress: the buffered audio is kept
+    (the first window after it starts where the next window was due, before the reload), windows go
+    on at multiples of the new hop on the same sample clock, and nothing restarts at sample 0."""
+    audio = noise(8.0)
+    windower = Windower(2.0, 1.0, RATE, silence_dbfs=None)
+    before = feed(windower, audio[: int(3.5 * RATE)], block=1000)
+    assert [w.start_sample for w in before] == [0, RATE]  # the window from 2 s is in progress (1.5 s of 2 s)
+    windower.reconfigure(1.0, 0.25, -200.0)
+    after = feed(windower, audio[int(3.5 * RATE) :], block=1000, start=int(3.5 * RATE))
+    assert after[0].start_sample == 2 * RATE  # the window that was in progress, from audio buffered before
+    assert [w.start_sample for w in after] == list(range(2 * RATE, 7 * RATE + 1, RATE // 4))
+    for w in after:
+        assert w.end_sample - w.start_sample == RATE
+        np.testing.assert_array_equal(w.samples, audio[w.start_sample : w.end_sample])
+    assert windower.gaps == 0
+    with pytest.raises(ValueError, match="at least one sample"):
+        windower.reconfigure(1.0, 0.0, None)
+
+
 def test_silence_gate():
     windower = Windower(1.0, 1.0, RATE, silence_dbfs=-50.0)
     quiet = np.full(RATE, 1e-4, dtype=np.float32)  # -80 dBFS

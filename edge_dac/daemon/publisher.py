@@ -122,6 +122,10 @@ class Publisher:
         self.device = device
         self._lock = threading.Lock()
         self._seq: dict[str, int] = {}
+        self._settings = {
+            "hwm": hwm, "ipc_mode": ipc_mode, "curve_secret_key": curve_secret_key,
+            "curve_authorized_keys": curve_authorized_keys,
+        }
         self.refused = 0  # messages not sent because they were not valid JSON (see publish)
         self._lock_fd: int | None = None
         self._auth: ThreadAuthenticator | None = None
@@ -213,7 +217,64 @@ class Publisher:
                 self.socket.send_multipart(frames, flags=zmq.NOBLOCK)
         return message
 
+    def reconfigure(
+        self,
+        endpoint: str,
+        *,
+        hwm: int = 1000,
+        ipc_mode: int = 0o666,
+        curve_secret_key: str | Path | None = None,
+        curve_authorized_keys: str | Path | None = None,
+    ) -> bool:
+        """Apply new settings (SIGHUP), keeping every topic's sequence numbers, so a subscriber sees
+        a reload as a short gap at most, never as a restart (docs/subscribing.md). True if a new
+        socket was needed: another endpoint, high-water mark or CURVE key (subscribers reconnect by
+        themselves). ``ipc_mode`` alone is applied to the socket file in place.
+
+        A new endpoint is bound before the old one is let go, so one that is refused (an
+        ``EdgeDacError``) leaves everything as it was. The same endpoint is bound again in place
+        (publishing waits meanwhile); if the new settings fail there, the old ones are restored.
+        """
+        settings = {
+            "hwm": hwm, "ipc_mode": ipc_mode, "curve_secret_key": curve_secret_key,
+            "curve_authorized_keys": curve_authorized_keys,
+        }
+        with self._lock:
+            if endpoint == self.endpoint and {**settings, "ipc_mode": None} == {**self._settings, "ipc_mode": None}:
+                path = ipc_path(endpoint)
+                if path is not None and ipc_mode != self._settings["ipc_mode"]:
+                    os.chmod(path, ipc_mode)
+                self._settings = settings
+                return False
+            if endpoint != self.endpoint:
+                fresh = Publisher(endpoint, self.device, **settings)
+                self._release()
+            else:
+                self._release()
+                try:
+                    fresh = Publisher(endpoint, self.device, **settings)
+                except BaseException:
+                    self._adopt(Publisher(self.endpoint, self.device, **self._settings))
+                    raise
+            self._adopt(fresh)
+            self._settings = settings
+            return True
+
+    def rename(self, device: str) -> None:
+        """A new device id (SIGHUP): its topics count from 0, the other topics' numbers stay."""
+        with self._lock:
+            self.device = device
+
+    def _adopt(self, other: Publisher) -> None:
+        """Take ``other``'s socket and resources; this publisher's sequence numbers stay."""
+        self.endpoint, self.context, self.socket = other.endpoint, other.context, other.socket
+        self._auth, self._authorized, self._lock_fd = other._auth, other._authorized, other._lock_fd
+        other._auth, other._lock_fd, other.socket = None, None, None
+
     def close(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
         if self.socket is not None and not self.socket.closed:
             self.socket.close()
         if self._auth is not None:

@@ -5,8 +5,9 @@ Threads, each owning one step: the source's own (PortAudio callback, mic supervi
 publisher), *heartbeat* (status every second), and the main thread, which only handles signals and
 start-up/shutdown. ``SIGTERM``/``SIGINT`` stop capture, let the engine finish what is queued (up to
 ``DRAIN_S``), end open events, publish ``offline`` and return 0; before the daemon runs (engine
-build) and after it returned they end the process with status 0 too (``signals.py``). ``SIGHUP`` re-reads the config and
-rebuilds the chain (the engine is kept; the publisher too when its settings did not change).
+build) and after it returned they end the process with status 0 too (``signals.py``). ``SIGHUP``
+re-reads the config and applies what changed in place: capture, the sample clock, the window in
+progress and the sequence numbers go on (``Daemon._reload``).
 
 To plug in an engine: ``Daemon(config, engine).run()``, or ``run_daemon(config, engine)``.
 """
@@ -109,7 +110,7 @@ class Daemon:
         self.real_time_factor: float | None = None
         self._overflows_counted = 0
 
-    # -- the chain: built per run, rebuilt on reload -----------------------------------------
+    # -- the chain: built at start-up, and again when a reload changes the source -----------------
     def _build_chain(self) -> None:
         config, rate = self.config, self.engine.sample_rate
         self.source: AudioSource = open_source(config.source, rate)
@@ -169,7 +170,8 @@ class Daemon:
         message = self.publisher.publish("caption", messages.caption_body(
             messages.audio_span(self.clock, window.start_sample, window.end_sample), result.candidates,
             latency_ms=latency_s * 1000, processing_ms=result.processing_s * 1000, model_id=self.engine.model_id,
-            backend=self.engine.backend, steps=self.config.engine.steps, event_id=self.tracker.current.event_id,
+            backend=self.engine.backend, steps=result.steps or self.config.engine.steps,
+            event_id=self.tracker.current.event_id,
         ))
         self._publish_events(changes, latency_s * 1000)
         with self._lock:
@@ -278,7 +280,7 @@ class Daemon:
             self._wake.clear()
             if not self._ready and self.source.state == "healthy":
                 self._ready = True
-                text = f"captioning {self.source.kind} '{self.source.name}' -> {self.publisher.endpoint}"
+                text = self._running_text()
                 self.notifier.ready(text)
                 logger.info(text)
             elif not self._ready and time.monotonic() - extended > START_EXTEND_S / 3:
@@ -295,6 +297,11 @@ class Daemon:
             if self.source.state == "finished" and not self.capture.is_alive():
                 return "finished"
 
+    def _start_chain(self) -> None:
+        self.source.start()
+        self.worker.start()
+        self.capture.start()
+
     def _stop_chain(self) -> None:
         """Stop capture, let the engine finish queued windows (bounded), end the open event."""
         self._capture_stop.set()
@@ -310,25 +317,82 @@ class Daemon:
         self.dropped_before += self.queue.dropped
         self.overflows_before += self.source.overflows
 
+    # -- SIGHUP: apply what changed, and only that --------------------------------------------
+    def _running_text(self) -> str:
+        return f"captioning {self.source.kind} '{self.source.name}' -> {self.publisher.endpoint}"
+
+    def _reload_done(self) -> None:
+        """READY=1 ends systemd's "reloading" state; before the first READY=1 only the status changes."""
+        if self._ready:
+            self.notifier.ready(self._running_text())
+        else:
+            self.notifier.status(f"waiting for {self.source.kind} '{self.source.name}' ({self.source.state})")
+
     def _reload(self) -> None:
+        """Re-read the config and apply what changed in place (docs/systemd.md, "Reloading").
+
+        Capture, the sample clock and the window in progress go on, and every topic keeps its
+        sequence numbers. Only a changed ``source`` restarts capture (a new source has its own sample
+        clock); ``engine.model/backend/threads`` need a restart of the daemon. A config that cannot
+        be applied (invalid, a window the model cannot hear, an endpoint that cannot be bound)
+        changes nothing at all.
+        """
         self.notifier.reloading()
+        old = self.config
         try:
-            new = self.reload_config() if self.reload_config else self.config
-            window_seconds(new.windows, self.engine)
+            new = self.reload_config() if self.reload_config else old
+            length_s = window_seconds(new.windows, self.engine)
+            try:  # checked before anything changes
+                Windower(length_s, new.windows.hop_s, self.engine.sample_rate)
+            except ValueError as error:
+                raise ConfigError(f"windows: {error}") from None
+            p = new.publisher
+            rebound = self.publisher.reconfigure(
+                p.endpoint, hwm=p.hwm, ipc_mode=int(p.ipc_mode, 8),
+                curve_secret_key=p.curve.secret_key if p.curve else None,
+                curve_authorized_keys=p.curve.authorized_keys if p.curve else None,
+            )
         except EdgeDacError as error:
             logger.error(f"reload refused, keeping the running config: {error}")
-            new = self.config
-        engine_keys = ("model", "backend", "threads")
-        if any(getattr(new.engine, k) != getattr(self.config.engine, k) for k in engine_keys):
-            logger.warning("engine model/backend/threads changed: restart the daemon to apply")
-        publisher_changed = new.publisher != self.config.publisher
+            self._reload_done()
+            return
         self.config = new
-        if publisher_changed:
-            self.publisher.close()
-            self.publisher = self._make_publisher()
-        else:  # keys added to the authorised folder count from now on
+        changed = changed_keys(old, new)
+        notes = []
+        if rebound:
+            notes.append(f"new socket on {p.endpoint} (sequence numbers go on)")
+        elif p.curve:  # keys added to the authorised folder count from now on
             self.publisher.reload_authorized_keys()
-        logger.info("config reloaded")
+        if p.device_id != old.publisher.device_id:
+            self.publisher.rename(p.device_id)
+            if self.clock is not None and self.source.anchor_time is not None:
+                self.tracker.id_prefix = f"{p.device_id}-{int(self.source.anchor_time)}-"
+        self.heartbeat.interval_s = p.heartbeat_s
+        if any(getattr(new.engine, k) != getattr(old.engine, k) for k in ("model", "backend", "threads")):
+            logger.warning("engine model/backend/threads changed: restart the daemon to apply them")
+        if new.metrics != old.metrics:
+            self.metrics.close()
+            if new.metrics.enabled:
+                try:
+                    self.metrics.serve(new.metrics.address, new.metrics.port)
+                except EdgeDacError as error:
+                    logger.error(f"metrics not served: {error}")
+        if new.source != old.source:
+            notes.append("source changed: capture restarted (its sample clock starts again)")
+            self._stop_chain()
+            self._build_chain()  # windows, worker and events come from the new config too
+            self._start_chain()
+        else:
+            if new.windows != old.windows:
+                self.windower.reconfigure(length_s, new.windows.hop_s, new.windows.silence_dbfs)
+            self.worker.steps, self.worker.candidates = new.engine.steps, new.engine.candidates
+            self.worker.max_batch = new.worker.max_batch
+            self.queue.resize(new.worker.queue_size)
+            self.tracker.end_after = new.events.end_after
+            if changed:
+                notes.append("capture and the sample clock go on")
+        logger.info(f"config reloaded: {', '.join(changed) or 'nothing changed'}" + "".join(f"; {n}" for n in notes))
+        self._reload_done()
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT (0), the end of a non-looping file (0) or a broken engine (1).
@@ -344,32 +408,22 @@ class Daemon:
         except BaseException:
             signals.detach()
             raise
-        heartbeat = Heartbeat(self.config.publisher.heartbeat_s, self.status_body,
-                              lambda body: self.publisher.publish("status", body))
+        self.heartbeat = Heartbeat(self.config.publisher.heartbeat_s, self.status_body,
+                                   lambda body: self.publisher.publish("status", body))
         outcome = "stop"
         try:
             if self.config.metrics.enabled:
                 self.metrics.serve(self.config.metrics.address, self.config.metrics.port)
-            heartbeat.start()
+            self.heartbeat.start()
             self._warm_up()
-            while not self._stop_requested:  # a stop during the warm-up needs no capture
-                self.source.start()
-                self.worker.start()
-                self.capture.start()
-                outcome = self._wait()
+            if not self._stop_requested:  # a stop during the warm-up needs no capture
+                self._start_chain()
+                while (outcome := self._wait()) == "reload":
+                    self._reload()
                 self.notifier.status(f"stopping ({outcome})")
                 self._stop_chain()
-                if outcome != "reload":
-                    break
-                heartbeat.stop()
-                self._reload()
-                self._build_chain()
-                self._ready = False
-                heartbeat = Heartbeat(self.config.publisher.heartbeat_s, self.status_body,
-                                      lambda body: self.publisher.publish("status", body))
-                heartbeat.start()
         finally:
-            heartbeat.stop()
+            self.heartbeat.stop()
             self.notifier.stopping()
             if self.publisher is not None:
                 self.publisher.publish("status", self.status_body("offline"))
@@ -381,6 +435,20 @@ class Daemon:
             logger.error(f"engine failed {self.worker.failures} times in a row: {self.worker.error}")
             return 1
         return 0
+
+
+def changed_keys(old: DaemonConfig, new: DaemonConfig) -> list[str]:
+    """Dotted names of the settings that differ, e.g. ``["publisher.heartbeat_s", "windows.hop_s"]``."""
+
+    def flat(data: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(data, dict):
+            return {prefix: data}
+        return {k: v for key, value in data.items() for k, v in flat(value, f"{prefix}{key}.").items()} or {
+            prefix: data
+        }
+
+    a, b = flat(old.model_dump()), flat(new.model_dump())
+    return sorted(key.rstrip(".") for key in a.keys() | b.keys() if a.get(key) != b.get(key))
 
 
 def run_daemon(config: DaemonConfig, engine: Captioning, **options: Any) -> int:

@@ -12,6 +12,7 @@ moments together.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -67,11 +68,13 @@ class Windower:
     """Turns audio blocks into windows of ``length`` samples every ``hop`` samples."""
 
     def __init__(self, length_s: float, hop_s: float, sample_rate: int, silence_dbfs: float | None = -60.0):
+        self.sample_rate = sample_rate
         self.length = round(length_s * sample_rate)
         self.hop = round(hop_s * sample_rate)
         if self.length <= 0 or self.hop <= 0:
             raise ValueError("window length and hop must be at least one sample")
         self.silence_dbfs = silence_dbfs
+        self._lock = threading.Lock()  # push (capture thread) and reconfigure (a reload) exclude each other
         self._chunks: list[np.ndarray] = []  # joined only when a window is due: O(window) per window
         self._buffer_start = 0  # sample index of the first buffered sample
         self._buffered = 0
@@ -81,8 +84,24 @@ class Windower:
     def _align(self, sample: int) -> int:
         return -(-sample // self.hop) * self.hop  # next multiple of hop at or after ``sample``
 
+    def reconfigure(self, length_s: float, hop_s: float, silence_dbfs: float | None) -> None:
+        """New window length, hop and gate for the stream in progress (SIGHUP), keeping what is buffered:
+        the next window starts at the next multiple of the new hop at or after where the next one would
+        have started, on the same sample clock, and no audio already received is thrown away."""
+        length, hop = round(length_s * self.sample_rate), round(hop_s * self.sample_rate)
+        if length <= 0 or hop <= 0:
+            raise ValueError("window length and hop must be at least one sample")
+        with self._lock:
+            self.length, self.hop, self.silence_dbfs = length, hop, silence_dbfs
+            if self._next_start is not None:
+                self._next_start = self._align(self._next_start)
+
     def push(self, block: AudioBlock, arrived_at: float | None = None) -> list[Window]:
         """The windows ``block`` completes; ``arrived_at`` (when the block was read) becomes their ``complete_at``."""
+        with self._lock:
+            return self._push(block, arrived_at)
+
+    def _push(self, block: AudioBlock, arrived_at: float | None) -> list[Window]:
         if self._next_start is None or block.start_sample != self._buffer_start + self._buffered:
             if self._next_start is not None:
                 self.gaps += 1

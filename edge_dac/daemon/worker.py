@@ -84,6 +84,15 @@ class WindowQueue:
             self.closed = True
             self._cond.notify_all()
 
+    def resize(self, maxsize: int) -> None:
+        """A new bound (SIGHUP); pending windows beyond it are dropped oldest first, as when full."""
+        with self._cond:
+            self.maxsize = maxsize
+            while len(self._items) > maxsize:
+                self._items.popleft()
+                self.dropped += 1
+            self._cond.notify_all()
+
     def clear(self) -> int:
         with self._cond:
             count = len(self._items)
@@ -114,6 +123,7 @@ class Captioned:
     candidates: list[tuple[str, float]]  # best first
     processing_s: float  # engine time of the batch this window was in
     finished_at: float  # unix time the engine returned
+    steps: int | None = None  # denoising steps it was captioned with (a reload may change them)
 
 
 class InferenceWorker(threading.Thread):
@@ -151,9 +161,10 @@ class InferenceWorker(threading.Thread):
                 continue
             # Silent windows travel through the queue too, so events see every window in order.
             voiced = [w for w in batch if not w.silent]
+            steps, candidates = self.steps, self.candidates  # a reload may change them for the next batch
             started = time.perf_counter()
             try:
-                results = self.engine.caption(np.stack([w.samples for w in voiced]), self.steps, self.candidates) if (
+                results = self.engine.caption(np.stack([w.samples for w in voiced]), steps, candidates) if (
                     voiced
                 ) else []
             except Exception as error:  # a bad batch must not kill capture; a broken engine must stop us
@@ -174,11 +185,11 @@ class InferenceWorker(threading.Thread):
                     if self.on_silent is not None:
                         self.on_silent(window)
                     continue
-                _, candidates = next(captions)
-                ranked = [(c.caption, float(c.score)) for c in candidates]
+                _, ranked_candidates = next(captions)
+                ranked = [(c.caption, float(c.score)) for c in ranked_candidates]
                 problem = caption_problem(ranked)
                 if problem is not None:  # reported, never published as a caption
                     if self.on_failed is not None:
                         self.on_failed(window, problem)
                     continue
-                self.on_result(Captioned(window, ranked, elapsed, finished))
+                self.on_result(Captioned(window, ranked, elapsed, finished, steps))
