@@ -4,6 +4,7 @@ killed and started again."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -151,6 +152,102 @@ def test_absent_microphone_waits_instead_of_exiting(pulse):
     finally:
         source.stop()
     assert source.state == "finished"
+
+
+def test_absent_microphone_is_reported_failed_after_a_bounded_wait(pulse):
+    """Not waited for forever: after retry.failed_after_s the state is "failed" with a WARNING that
+    names the device and the inputs found instead, and it goes on retrying in the background."""
+    from loguru import logger
+
+    from edge_dac.daemon.mic import MicSource
+
+    warnings = []
+    sink = logger.add(lambda message: warnings.append(str(message)), level="WARNING", format="{message}")
+    retry = RetryConfig(initial_s=0.2, max_s=0.5, failed_after_s=1.5)
+    source = MicSource(mic_config(device="no-such-microphone", retry=retry), 16000)
+    retries = []
+    source.on_retry = lambda: retries.append(time.monotonic())
+    source.start()
+    try:
+        time.sleep(0.7)
+        assert source.state == "waiting" and not warnings
+        assert wait_until(lambda _: source.state == "failed", 5), source.state
+        failed_at = time.monotonic()
+        assert wait_until(lambda _: sum(t > failed_at for t in retries) >= 2, 5)  # still retrying
+    finally:
+        source.stop()
+        logger.remove(sink)
+    first = warnings[0]
+    assert "'no-such-microphone'" in first and "reported as failed" in first, warnings
+    assert "inputs:" in first and "pulse" in first  # what was found instead
+    assert any("still not available" in w for w in warnings[1:])  # the background retries, at WARNING
+    assert "inputs:" in source.problem and source.state == "finished"
+
+
+def test_daemon_without_its_microphone_fails_visibly_and_stops_extending_its_start(pulse, tmp_path):
+    """The whole daemon (a child process, sd_notify on a real socket) configured for a microphone that
+    is not there: STATUS= says what it waits for while EXTEND_TIMEOUT_USEC keeps the start alive, then,
+    after the bounded wait, says "failed" with the device and the inputs found, and no extension
+    comes any more (they came every 10 s without end), so the unit's TimeoutStartSec= decides. The
+    published status says degraded / failed; SIGTERM still ends it with status 0."""
+    import signal
+    import socket
+    import sys
+
+    import yaml
+
+    from edge_dac.daemon.listen import Subscriber
+    from tests.test_daemon_run import CHILD
+
+    endpoint, config = f"ipc://{tmp_path}/captions.sock", tmp_path / "daemon.yaml"
+    config.write_text(yaml.safe_dump({
+        "source": {"kind": "mic", "device": "no-such-microphone",
+                   "retry": {"initial_s": 0.5, "max_s": 2.0, "failed_after_s": 2.0}},
+        "windows": {"length_s": 1.0, "hop_s": 0.5},
+        "publisher": {"endpoint": endpoint, "device_id": "nomic", "heartbeat_s": 0.5},
+    }))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(0.2)
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(root=str(ROOT), config=str(config)))
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE, text=True)
+    subscriber = Subscriber(endpoint)
+    notes: list[tuple[float, str]] = []
+
+    def receive_notes(until, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not until():
+            with contextlib.suppress(TimeoutError):
+                notes.append((time.monotonic(), notify.recv(4096).decode()))
+
+    try:
+        receive_notes(lambda: any("waiting for mic" in n for _, n in notes), 180)  # interpreter, torch, warm-up
+        waiting_at = next(t for t, n in notes if "waiting for mic" in n)
+        receive_notes(lambda: any("STATUS=failed" in n for _, n in notes), 30)
+        failed_at, failed = next((t, n) for t, n in notes if "STATUS=failed" in n)
+        assert failed_at - waiting_at < 10, notes
+        assert "'no-such-microphone' not found (inputs:" in failed and "pulse" in failed, failed
+        receive_notes(lambda: False, 12)  # longer than the 10 s between extensions while waiting
+        extensions = [t for t, n in notes if "EXTEND_TIMEOUT_USEC=" in n]
+        assert extensions and all(t <= failed_at for t in extensions), notes
+        assert not any(n.startswith("READY=1") for _, n in notes)
+        while subscriber.receive(0.05) is not None:  # what queued up since the start
+            pass
+        statuses = [subscriber.receive(2)[1] for _ in range(3)]
+        assert all(m["state"] == "degraded" and m["source"]["state"] == "failed" for m in statuses)
+        assert statuses[-1]["source"]["name"] == "no-such-microphone"
+        child.send_signal(signal.SIGTERM)
+        child.wait(5)
+    finally:
+        subscriber.close()
+        notify.close()
+        if child.poll() is None:
+            child.kill()
+        stderr = child.stderr.read()
+    assert child.returncode == 0, stderr
+    assert "reported as failed" in stderr and "WARNING" in stderr and "Traceback" not in stderr
 
 
 def test_stable_identity_from_sysfs(tmp_path):

@@ -65,7 +65,10 @@ class RetryConfig(StrictModel):
 
     initial_s: float = Field(0.5, gt=0)
     max_s: float = Field(30.0, gt=0)
-    failed_after_s: float = Field(60.0, gt=0, description="recovering longer than this is reported as failed")
+    failed_after_s: float = Field(
+        60.0, gt=0, description="waiting for (at start-up) or recovering a microphone longer than this is reported "
+        "as failed; retries go on in the background",
+    )
 
 
 class SourceConfig(StrictModel):

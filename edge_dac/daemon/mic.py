@@ -6,7 +6,9 @@ notices when it is lost (the stream stopped, or no callback for ``stall_s``, whi
 PortAudio's callback that silently stops while the stream reports active), and reopens it with
 exponential backoff, re-initialising PortAudio each time because only a fresh PortAudio sees a
 re-plugged USB device. States: ``waiting`` (not yet opened), ``healthy``, ``recovering`` (lost,
-retrying), ``failed`` (recovering for longer than ``failed_after_s``; it still retries).
+retrying), ``failed`` (waiting or recovering for longer than ``retry.failed_after_s``, 60 s by
+default; it goes on retrying in the background, and each retry is then logged as a WARNING with
+what went wrong, e.g. the inputs that were found instead). ``problem`` says why in one line.
 
 Audio lost while the device was away is not pretended away: the sample clock jumps forward by the
 time that passed, so timestamps stay true and no window stitches two moments together.
@@ -98,6 +100,7 @@ class MicSource:
         self.overflows = self.reopens = 0
         self.anchor_time: float | None = None
         self.on_retry: Callable[[], None] | None = None  # called after each (re)open attempt: watchdog ping
+        self.problem: str | None = None  # why it is not open (the latest error), None while healthy
         self._chunks: deque[tuple[int, float, np.ndarray]] = deque()  # (segment, wall time of first sample, samples)
         self._buffered = 0
         self._lost_samples = 0  # overwritten because nobody read them for ring_s seconds
@@ -173,7 +176,7 @@ class MicSource:
     def _supervise(self) -> None:
         retry = self.config.retry
         backoff = retry.initial_s
-        lost_since: float | None = None
+        lost_since: float | None = time.monotonic()  # waiting counts like recovering: both are bounded
         opened_once = False
         attempts = 0
         while not self._stop.is_set():
@@ -182,6 +185,7 @@ class MicSource:
                     self._stop.wait(0.2)
                     continue
                 logger.warning(f"microphone {self.name} lost (no audio for {self.config.stall_s} s); reopening")
+                self.problem = f"lost: no audio for {self.config.stall_s:g} s"
                 self._close()
                 lost_since, self.state = time.monotonic(), "recovering"
             try:
@@ -193,9 +197,23 @@ class MicSource:
                 self._open()
             except (AudioError, sd.PortAudioError, OSError) as error:
                 self._close()
-                if lost_since is not None and time.monotonic() - lost_since > retry.failed_after_s:
+                self.problem = str(error)
+                waited = time.monotonic() - lost_since if lost_since is not None else 0.0
+                if self.state != "failed" and waited > retry.failed_after_s:
                     self.state = "failed"
-                logger.info(f"microphone not available ({error}); retrying in {backoff:.1f} s")
+                    doing = "reopened" if opened_once else "opened"
+                    logger.warning(
+                        f"microphone {self.name!r} not {doing} in {waited:.0f} s: {error}; reported as failed, "
+                        f"still retrying every {retry.max_s:g} s at most"
+                    )
+                elif self.state == "failed":
+                    logger.warning(
+                        f"microphone {self.name!r} still not available ({error}); retrying in {backoff:.1f} s"
+                    )
+                elif attempts == 1:
+                    logger.info(f"waiting for microphone {self.name!r} ({error}); retrying in {backoff:.1f} s")
+                else:
+                    logger.debug(f"microphone not available ({error}); retrying in {backoff:.1f} s")
                 if self.on_retry:
                     self.on_retry()
                 self._stop.wait(backoff)
@@ -203,7 +221,10 @@ class MicSource:
                 continue
             if opened_once:
                 self.reopens += 1
+            if self.state == "failed":
+                logger.warning(f"microphone {self.name} available again after being reported failed")
             opened_once, lost_since, backoff, self.state = True, None, retry.initial_s, "healthy"
+            self.problem = None
             if self.on_retry:
                 self.on_retry()
         self._close()

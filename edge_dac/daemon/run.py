@@ -42,7 +42,7 @@ from edge_dac.errors import ConfigError, EdgeDacError
 
 DEFAULT_WINDOW_S = 10.0  # for an engine that does not say how much audio its model hears
 DRAIN_S = 3.0  # SIGTERM: time the engine gets for queued windows (systemd allows 10 s, we promise 5)
-START_EXTEND_S = 30.0  # EXTEND_TIMEOUT_USEC while waiting for a microphone during start-up
+START_EXTEND_S = 30.0  # EXTEND_TIMEOUT_USEC while waiting for a microphone during start-up (not once it failed)
 
 
 def window_seconds(config: WindowConfig, engine: Captioning) -> float:
@@ -208,8 +208,8 @@ class Daemon:
 
     # -- status ---------------------------------------------------------------------------------
     def state(self) -> str:
-        if not self._ready:
-            return "starting"
+        if not self._ready:  # a source that never opened and was given up on (it still retries) is not starting
+            return "degraded" if self.source.state == "failed" else "starting"
         if self.error is not None:  # the latest voiced window got no usable caption
             return "degraded"
         return "running" if self.source.state in ("healthy", "finished") else "degraded"
@@ -273,8 +273,14 @@ class Daemon:
         self._wake.set()
 
     def _wait(self) -> str:
-        """Block until stop, reload, the end of a file source, or a broken engine; say which."""
-        extended = 0.0
+        """Block until stop, reload, the end of a file source, or a broken engine; say which.
+
+        Until the source is open, STATUS= says what it waits for and EXTEND_TIMEOUT_USEC keeps a slow
+        but bounded wait alive; once the source reports ``failed`` (a microphone absent for
+        ``retry.failed_after_s``) the extensions stop, so the unit's TimeoutStartSec= is what
+        decides, and STATUS= names the device and what was found instead.
+        """
+        extended, said = 0.0, ""
         while True:
             self._wake.wait(0.2)
             self._wake.clear()
@@ -283,10 +289,20 @@ class Daemon:
                 text = self._running_text()
                 self.notifier.ready(text)
                 logger.info(text)
-            elif not self._ready and time.monotonic() - extended > START_EXTEND_S / 3:
-                extended = time.monotonic()
-                self.notifier.extend_timeout(START_EXTEND_S)
-                self.notifier.status(f"waiting for {self.source.kind} '{self.source.name}' ({self.source.state})")
+            elif not self._ready:
+                source = self.source
+                failed = source.state == "failed"
+                problem = getattr(source, "problem", None)
+                text = (f"failed: {problem or source.kind + ' ' + repr(source.name) + ' not available'}; "
+                        "retrying in the background" if failed
+                        else f"waiting for {source.kind} '{source.name}' ({source.state})")
+                if not failed and time.monotonic() - extended > START_EXTEND_S / 3:
+                    extended = time.monotonic()
+                    self.notifier.extend_timeout(START_EXTEND_S)
+                    said = ""  # repeat the status with each extension
+                if text != said:
+                    self.notifier.status(text)
+                    said = text
             if self._stop_requested:
                 return "stop"
             if self._reload_requested:
