@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_dac.engines import load_engine
     from edge_dac.errors import EdgeDacError
     from edge_dac.model.decoding import DecodingOptions
+    from edge_dac.windows import gap_warning
 
     for name in ("steps", "candidates", "window", "hop", "threads", "batch"):
         _check_positive(name, getattr(args, name))
@@ -64,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeDacError(
             f"--window {args.window:g} is longer than the model's {model_seconds:g} s window; pass a shorter --window"
         )
+    window_s = args.window or model_seconds
+    if warning := gap_warning(window_s, args.hop or window_s, "--hop"):
+        logger.warning(warning)
     defaults = DecodingOptions()
     candidates = args.candidates or (defaults.candidates if engine.captioner.dims.kind == "dac" else 1)
     # Batching buys little on a CPU (ONNX Runtime: the same time for 18 windows at batch 1 and 16) and

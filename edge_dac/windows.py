@@ -19,6 +19,19 @@ class Span:
         return self.start / sample_rate, self.end / sample_rate
 
 
+def gap_warning(window_s: float, hop_s: float, hop_name: str = "hop") -> str | None:
+    """One line saying how much audio a hop longer than the window leaves uncaptioned, or None.
+
+    Allowed on purpose (a duty cycle saves power on a battery device), but never silently.
+    """
+    if hop_s <= window_s + 1e-9:
+        return None
+    return (
+        f"{hop_name} {hop_s:g} s is longer than the {window_s:g} s window: {hop_s - window_s:g} s of every "
+        f"{hop_s:g} s are never captioned; set it to {window_s:g} s or less to caption all of the audio"
+    )
+
+
 def plan_windows(n_samples: int, window: int, hop: int) -> list[Span]:
     """Windows of ``window`` samples every ``hop`` samples; the last one ends at the end of the audio.
 

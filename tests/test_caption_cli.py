@@ -118,6 +118,19 @@ def test_streaming_memory_stays_at_one_block_however_long_the_file(tmp_path):
     assert whole > 38 and streamed < 8, (whole, streamed)
 
 
+def test_a_hop_longer_than_the_window_is_allowed_with_a_warning(model_dir, tmp_path):
+    """Audio between windows is never captioned: allowed (a duty cycle), but said, with how much."""
+    path = tmp_path / "five.wav"
+    soundfile.write(path, np.random.default_rng(5).normal(0, 0.1, 5 * RATE).astype(np.float32), RATE)
+    result = run_caption(model_dir, "--json", "--window", "1", "--hop", "1.5", path)
+    assert result.returncode == 0, result.stderr
+    spans = [(line["start"], line["end"]) for line in map(json.loads, result.stdout.splitlines())]
+    assert spans == [(0.0, 1.0), (1.5, 2.5), (3.0, 4.0), (4.0, 5.0)]
+    assert "--hop 1.5 s is longer than the 1 s window: 0.5 s of every 1.5 s are never captioned" in result.stderr
+    plain = run_caption(model_dir, "--window", "1", "--hop", "1", path)
+    assert "never captioned" not in plain.stderr
+
+
 def test_plain_output_has_times_and_caption(model_dir, tmp_path):
     path = tmp_path / "short.wav"
     soundfile.write(path, np.random.default_rng(0).normal(0, 0.1, RATE).astype(np.float32), RATE)

@@ -152,3 +152,32 @@ def test_window_length_defaults_to_the_models_and_a_longer_one_is_refused():
     assert window_seconds(WindowConfig(length_s=1.5), engine) == 1.5
     with pytest.raises(ConfigError, match=r"windows.length_s 3 is longer than the model's 2 s window"):
         window_seconds(WindowConfig(length_s=3.0), engine)
+
+
+def test_daemon_warns_when_its_hop_leaves_audio_uncaptioned(tmp_path):
+    """``edge-dac run`` (the real command, a non-looping file read --fast) with windows.hop_s 3 and
+    windows of 1 s: 2 s of every 3 are never heard. It runs (a duty cycle is a choice), and says so."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from edge_dac.model import save_captioner
+    from tests.factories import tiny_captioner
+
+    model = save_captioner(tiny_captioner("dac", seconds=1.0), tmp_path / "tiny")
+    audio = write_flac(tmp_path / "four.flac", noise(4.0))
+    config = tmp_path / "daemon.yaml"
+    config.write_text(yaml.safe_dump({
+        "windows": {"length_s": 1.0, "hop_s": 3.0},
+        "engine": {"backend": "eager", "steps": 2, "candidates": 2, "threads": 1},
+        "publisher": {"endpoint": f"ipc://{tmp_path}/captions.sock"},
+    }))
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_dac", "run", "--config", str(config), "--source", f"file:{audio}", "--fast",
+         "--model", str(model)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "windows.hop_s 3 s is longer than the 1 s window: 2 s of every 3 s are never captioned" in result.stderr

@@ -100,7 +100,10 @@ class WindowConfig(StrictModel):
     length_s: float | None = Field(
         None, gt=0, description="seconds; null: the model's own window (a longer one is refused)"
     )
-    hop_s: float = Field(2.0, gt=0)
+    hop_s: float = Field(
+        2.0, gt=0, description="a window every hop_s; longer than the window leaves audio uncaptioned "
+        "(allowed for a duty cycle, with a warning at start-up and reload)",
+    )
     silence_dbfs: float | None = Field(-60.0, description="windows quieter than this are skipped; null: caption all")
 
 

@@ -39,6 +39,7 @@ from edge_dac.daemon.status import Heartbeat
 from edge_dac.daemon.windows import Window, Windower
 from edge_dac.daemon.worker import Captioned, Captioning, InferenceWorker, WindowQueue
 from edge_dac.errors import ConfigError, EdgeDacError
+from edge_dac.windows import gap_warning
 
 DEFAULT_WINDOW_S = 10.0  # for an engine that does not say how much audio its model hears
 DRAIN_S = 3.0  # SIGTERM: time the engine gets for queued windows (systemd allows 10 s, we promise 5)
@@ -256,6 +257,11 @@ class Daemon:
             curve_authorized_keys=p.curve.authorized_keys if p.curve else None,
         )
 
+    def _warn_about_gaps(self) -> None:
+        rate = self.engine.sample_rate
+        if warning := gap_warning(self.windower.length / rate, self.windower.hop / rate, "windows.hop_s"):
+            logger.warning(warning)
+
     def _warm_up(self) -> None:
         """One window through the engine before READY: the first call is the slow one (allocation, JIT)."""
         self.notifier.status(f"warming up {self.engine.model_id} on {self.engine.backend}")
@@ -397,10 +403,12 @@ class Daemon:
             notes.append("source changed: capture restarted (its sample clock starts again)")
             self._stop_chain()
             self._build_chain()  # windows, worker and events come from the new config too
+            self._warn_about_gaps()
             self._start_chain()
         else:
             if new.windows != old.windows:
                 self.windower.reconfigure(length_s, new.windows.hop_s, new.windows.silence_dbfs)
+                self._warn_about_gaps()
             self.worker.steps, self.worker.candidates = new.engine.steps, new.engine.candidates
             self.worker.max_batch = new.worker.max_batch
             self.queue.resize(new.worker.queue_size)
@@ -420,6 +428,7 @@ class Daemon:
         signals.attach(self._handle_signal)
         try:
             self._build_chain()  # a bad source file fails here, before anything needs cleaning up
+            self._warn_about_gaps()
             self.publisher = self._make_publisher()  # a second instance is refused before any heavy work
         except BaseException:
             signals.detach()
