@@ -280,6 +280,7 @@ def test_evaluate_captions_returns_every_metric_as_json(embedder):
         "event_macro_precision", "event_macro_recall", "event_macro_f1", "event_n_labels",
         "distinct_1", "distinct_2", "mtld", "self_bleu",
         "corpus_distinct_1", "corpus_distinct_2", "corpus_mtld", "vocab_size", "vocab_size_all_candidates",
+        "broken", "broken_all_candidates",
     }  # fmt: skip
     assert set(results) == expected_keys
     assert results["n_clips"] == 3 and results["candidates_per_clip"] == pytest.approx(11 / 3)

@@ -71,7 +71,11 @@ class CaptionObjective(nn.Module):
     def inputs(self, batch: Batch, device: torch.device) -> tuple[torch.Tensor | None, ...]:
         captioner = self.captioner
         tokens, weights = captioner.caption_tokens(batch.captions)
-        codes = torch.tensor(batch.codes) if batch.codes is not None and captioner.dims.wording_codes else None
+        codes = None
+        if batch.codes is not None and captioner.dims.wording_codes:
+            # A model with fewer codes than caption families shares them (family k -> code k mod codes),
+            # as the sampler cycles candidates over its codes.
+            codes = torch.tensor(batch.codes) % captioner.dims.wording_codes
         clip = frames = None
         if captioner.events is not None:
             classes = captioner.dims.event_classes
