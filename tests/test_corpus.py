@@ -136,6 +136,15 @@ def test_mixer_is_deterministic_and_places_what_it_says(soundscape_cache, catalo
     assert np.abs(np.delete(scene.audio, np.s_[onset - 16 : offset + 16])).max() == 0
 
 
+def test_caption_families_of_a_seed_are_those_its_scene_is_written_in(soundscape_cache, catalog_rows):
+    # Distillation caches scenes by seed and reads their captions' wording codes back from it.
+    config = SceneConfig(seconds=4.0, event_counts={1: 0.5, 2: 0.5}, cache_mb=256)
+    mixer = SceneMixer(catalog_rows, soundscape_cache, config, "train")
+    scenes = [mixer.mix(seed) for seed in range(6)]
+    assert all(SceneMixer.caption_families(s.seed) == s.families for s in scenes)
+    assert len({tuple(s.families) for s in scenes}) > 1  # the order is drawn, so the check means something
+
+
 def test_repeats_and_distance_show_in_the_captions(soundscape_cache, catalog_rows):
     config = SceneConfig(repeat_prob=1.0, distant_prob=1.0, background_prob=0.0, speech_prob=0.0,
                          event_counts={1: 1.0}, cache_mb=256)

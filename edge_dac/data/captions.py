@@ -250,6 +250,12 @@ def write_captions(
     return [text for _, text in write_family_captions(events, rng, seconds, count)]
 
 
+def family_order(rng: np.random.Generator) -> list[str]:
+    """The order in which a scene's captions take the families: the first draw of its caption rng."""
+    names = list(FAMILIES)
+    return [names[i] for i in rng.permutation(len(names))]
+
+
 def write_family_captions(
     events: list[PlacedEvent], rng: np.random.Generator, seconds: float, count: int = CAPTIONS_PER_SCENE
 ) -> list[tuple[str, str]]:
@@ -257,8 +263,7 @@ def write_family_captions(
     if not events:
         return [("silence", "silence")] * count
     w = _Writer(events, rng, seconds)
-    names = list(FAMILIES)
-    order = [names[i] for i in rng.permutation(len(names))]
+    order = family_order(rng)
     captions: list[tuple[str, str]] = []
     for i in range(count):
         name = order[i % len(order)]

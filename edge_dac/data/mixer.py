@@ -27,7 +27,7 @@ from loguru import logger
 from pydantic import Field, field_validator, model_validator
 
 from edge_dac.config import StrictModel
-from edge_dac.data.captions import PlacedEvent, write_family_captions
+from edge_dac.data.captions import PlacedEvent, family_order, write_family_captions
 from edge_dac.data.catalog import CatalogRow, read_recording
 from edge_dac.errors import AudioError, EdgeDacError
 from edge_dac.lexicon import Lexicon, load_lexicon
@@ -236,6 +236,16 @@ class SceneMixer:
 
     # ------------------------------------------------------------------------------------ mixing
 
+    @staticmethod
+    def _caption_rng(seed: int) -> np.random.Generator:
+        return np.random.default_rng([seed, 1])
+
+    @classmethod
+    def caption_families(cls, seed: int) -> list[str]:
+        """The template family of each caption of scene ``seed`` (a scene with events), without
+        mixing it: what a training target's wording code is, for scenes cached by seed."""
+        return family_order(cls._caption_rng(seed))
+
     def mix(self, seed: int) -> Scene:
         """The scene for ``seed``: same seed, same rows, same config -> the same samples and captions."""
         cfg = self.config
@@ -268,7 +278,7 @@ class SceneMixer:
         for event in placed:
             event.gain_db += scale_db
 
-        written = write_family_captions(placed, np.random.default_rng([seed, 1]), cfg.seconds)
+        written = write_family_captions(placed, self._caption_rng(seed), cfg.seconds)
         return Scene(
             audio=mixture,
             sample_rate=cfg.sample_rate,
