@@ -1,0 +1,294 @@
+"""Sequence-level distillation of DAC from its AR twin (docs/dac-recipe.md, stage 5).
+
+Why: DAC's parallel decoder averages the five wordings of a scene into function words (the
+multimodality of non-autoregressive decoding). Trained on one caption per scene, the AR twin's
+beam-search output, the target becomes a function of the audio and the averaging goes away
+(Kim & Rush 2016; Gu et al. 2018). The student keeps the teacher's encoder and event head frozen,
+so both kinds hear with the same encoder and differ only in how they write, and only the DAC
+decoder trains: on cached encoder features that is ~20x cheaper a step than training from audio.
+
+Two steps, each resumable by re-running it (it appends shards / continues from ``last.pt``):
+
+  teach: mix fresh augmented train-split scenes (never val or test recordings), encode them with
+         the teacher, caption them by beam search, and pick the reference the teacher finds most
+         likely; shards of fp16 features + both captions.
+  train: the student (DAC decoder from --student, encoder + event head from the teacher) learns
+         the teacher's captions from the cached features; validates on val scenes (event-F1 of
+         the best of K=1 raw captions and the broken share); keeps the best in OUT/best.
+
+  EDGE_DAC_CACHE=pack EDGE_DAC_CATALOG=pack/catalog.csv python scripts/distil_dac.py teach \
+      --teacher runs/ar4/best --scenes 16384 --out runs/distil/data
+  python scripts/distil_dac.py train --teacher runs/ar4/best --student edge_dac/assets/model \
+      --data runs/distil/data --out runs/distil --max-minutes 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from loguru import logger
+
+from edge_dac.data.mixer import Scene, SceneMixer
+from edge_dac.evaluation.events import event_f1
+from edge_dac.lexicon import load_lexicon
+from edge_dac.model import Captioner, DecodingOptions, load_captioner, save_captioner
+from edge_dac.model.decoding import DecodingTask, is_broken
+from edge_dac.model.diffusion import DiffusionDecoder
+from edge_dac.training.config import load_train_config
+from edge_dac.training.data import _AUGMENT, _SCENE, WORDINGS, MixedScenes, derive_seed, fit_samples, wording_code
+from edge_dac.training.start import make_mixer
+
+_TEACH_SEED = 51  # scene stream of the distillation data (apart from every training run's)
+_VAL_SEED = 7  # val scenes drawn as training's validation draws them
+
+
+def _scene_source(config_path: str, seed: int) -> tuple[MixedScenes, int]:
+    config = load_train_config(config_path)
+    mixer = make_mixer(config, "train")
+    mixer.preload(progress=True)
+    samples = int(round(config.model.max_audio_seconds * config.model.sample_rate))
+    return MixedScenes(mixer, seed, samples, config.augment), samples
+
+
+def teach(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    teacher = load_captioner(args.teacher).eval()
+    options = DecodingOptions(candidates=1, beam_size=args.beam, seed=0)
+    task = DecodingTask(teacher, options)
+    source, samples = _scene_source(args.config, derive_seed(_TEACH_SEED, args.seed))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    mine = [shard for shard in range(args.scenes // args.shard_size) if shard % args.parts == args.part]
+    started = time.perf_counter()
+    for done, shard in enumerate(mine, 1):
+        path = out / f"shard-{shard:04d}.npz"
+        if path.exists():
+            continue  # resuming: a shard is written whole or not at all
+        features, captions, chosen, references, labels = [], [], [], [], []
+        for first in range(0, args.shard_size, args.batch):
+            scenes = [_scene(source, shard, first + i) for i in range(args.batch)]
+            audio = torch.from_numpy(np.stack([fit_samples(s.audio, samples) for s in scenes]))
+            with torch.inference_mode():
+                encoded = teacher.encode_audio(teacher.fit_length(audio))
+                best = task.rank(*task.sample(encoded, None))
+                chosen += [_most_likely(teacher, encoded[i : i + 1], s.captions) for i, s in enumerate(scenes)]
+            features.append(encoded.half().numpy())
+            captions += [candidates[0].caption for candidates in best]
+            references += [json.dumps(s.captions) for s in scenes]
+            labels += [json.dumps(sorted({e["class"] for e in s.events})) for s in scenes]
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, features=np.concatenate(features), captions=np.array(captions), chosen=np.array(chosen),
+                 references=np.array(references), labels=np.array(labels))
+        tmp.rename(path)
+        rate = (time.perf_counter() - started) / done
+        logger.info(f"shard {shard + 1} ({done} of {len(mine)} here): {rate:.0f} s a shard; e.g. beam "
+                    f"{captions[0]!r}, most likely reference {chosen[0]!r}")
+
+
+def _scene(source: MixedScenes, shard: int, index: int) -> Scene:
+    """Scene ``index`` of ``shard``, augmented as training augments it, with all its captions."""
+    if source.augmenting is not None:
+        source.augmenting.rng = np.random.default_rng(derive_seed(source.seed, _AUGMENT, shard, 0, index))
+    return source.mixer.mix(source.scene_seed(shard, 0, index))
+
+
+def _most_likely(teacher: Captioner, features: torch.Tensor, captions: list[str]) -> str:
+    """The reference the teacher finds most likely (mean log-probability per token): the scene's
+    ground truth, in the wording that the audio predicts, so it is one function of the audio."""
+    tokens, _ = teacher.caption_tokens(captions)
+    decoder = teacher.decoder
+    inputs = torch.cat([torch.full_like(tokens[:, :1], decoder.bos_id), tokens[:, :-1]], dim=1)
+    logits = decoder(inputs, decoder.audio_kv(features.expand(len(captions), -1, -1)))
+    log_probs = torch.log_softmax(logits.float(), -1).gather(-1, tokens[..., None])[..., 0]
+    mask = tokens != decoder.pad_id
+    return captions[int(((log_probs * mask).sum(1) / mask.sum(1)).argmax())]
+
+
+def _student(teacher: Captioner, student_path: str, codes: int) -> Captioner:
+    """The student: DAC's decoder (and tokenizer) from ``student_path``, the teacher's encoder and
+    event head, and ``codes`` wording codes (0 when each scene has one target wording)."""
+    init = load_captioner(student_path)
+    if teacher.tokenizer.get_vocab() != init.tokenizer.get_vocab():
+        raise SystemExit("the teacher and the student have different tokenizers; distillation needs one")
+    dims = copy.deepcopy(init.dims)
+    dims = type(dims).from_dict({**dims.to_dict(), "wording_codes": codes,
+                                 "event_classes": list(teacher.dims.event_classes)})
+    student = Captioner(dims, init.tokenizer)
+    student.encoder.load_state_dict(teacher.encoder.state_dict())
+    if teacher.events is not None:
+        student.events.load_state_dict(teacher.events.state_dict())
+    decoder_state = {k: v for k, v in init.decoder.state_dict().items() if not k.startswith("code")}
+    missing = student.decoder.load_state_dict(decoder_state, strict=False)
+    if missing.unexpected_keys:
+        raise SystemExit(f"unexpected decoder tensors: {missing.unexpected_keys[:3]}")
+    return student
+
+
+def _load_shards(folder: Path, target: str) -> tuple[np.ndarray, list[list[str]], list[list[int]]]:
+    """Features and, per scene, its target captions with their wording codes: one (the beam
+    caption or the most likely reference, code 0) or all five references under their families' codes."""
+    paths = sorted(folder.glob("shard-*[0-9].npz"))
+    if not paths:
+        raise SystemExit(f"{folder}: no shards; run 'teach' first")
+    seed = derive_seed(_TEACH_SEED, 0)
+    features, targets, codes = [], [], []
+    for path in paths:
+        shard = int(path.stem.split("-")[1])
+        with np.load(path) as data:
+            features.append(data["features"])
+            if target != "family":
+                targets += [[c] for c in data["chosen" if target == "reference" else "captions"].tolist()]
+                codes += [[0]] * len(data["captions"])
+                continue
+            for index, references in enumerate(data["references"].tolist()):
+                targets.append(json.loads(references))
+                families = SceneMixer.caption_families(derive_seed(seed, _SCENE, shard, 0, index))
+                codes.append([wording_code(family) for family in families])
+    return np.concatenate(features), targets, codes
+
+
+def _val_scenes(config_path: str, count: int) -> tuple[np.ndarray, list[set[str]], list[str]]:
+    config = load_train_config(config_path)
+    mixer = make_mixer(config, "val")
+    scenes = [mixer.mix(derive_seed(config.validation.seed, _VAL_SEED, i)) for i in range(count)]
+    samples = int(round(config.model.max_audio_seconds * config.model.sample_rate))
+    audio = np.stack([np.pad(s.audio[:samples], (0, max(0, samples - len(s.audio)))) for s in scenes])
+    return audio.astype(np.float32), [{e["class"] for e in s.events} for s in scenes], [s.captions[0] for s in scenes]
+
+
+def _validate(model: Captioner, audio: np.ndarray, labels: list[set[str]], steps: int) -> dict:
+    model.eval()
+    lexicon = load_lexicon()
+    options = DecodingOptions(steps=steps, candidates=1, seed=0, prefer_whole=False, repair=False)
+    captions = [c[0].caption for c in DecodingTask(model, options).run(audio)]
+    scores = event_f1([lexicon.labels_in_caption(c) for c in captions], labels)
+    return {"event_f1": scores["f1"], "broken": sum(map(is_broken, captions)) / len(captions),
+            "examples": captions[:3]}
+
+
+def train(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = load_captioner(args.teacher)
+    student = _student(teacher, args.student, codes=len(WORDINGS) if args.target == "family" else 0)
+    decoder = student.decoder
+    assert isinstance(decoder, DiffusionDecoder)
+    features, targets, codes = _load_shards(Path(args.data), args.target)
+    logger.info(f"{len(targets)} distilled scenes, features {features.shape}, targets: {args.target}")
+    val_audio, val_labels, val_refs = _val_scenes(args.config, args.val_scenes)
+    width = max(map(len, targets))
+    flat = [row[i % len(row)] for row in targets for i in range(width)]
+    tokens, weights = (x.view(len(targets), width, -1) for x in student.caption_tokens(flat))
+    code_table = torch.tensor([[row[i % len(row)] for i in range(width)] for row in codes])
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=args.lr, weight_decay=0.01)
+    ema = copy.deepcopy(decoder).eval()
+    step, best = 0, -1.0
+    resume = out / "last.pt"
+    if resume.exists():
+        state = torch.load(resume, weights_only=False)
+        decoder.load_state_dict(state["decoder"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best = state["step"], state["best"]
+        logger.info(f"resumed at step {step} (best val event-F1 {best:.3f})")
+    rng = np.random.default_rng(derive_seed(args.seed, step))
+    deadline = time.monotonic() + args.max_minutes * 60
+    log = (out / "metrics.jsonl").open("a")
+
+    def evaluate_and_keep() -> None:
+        nonlocal best
+        swapped = student.decoder
+        student.decoder = ema
+        metrics = _validate(student, val_audio, val_labels, args.val_steps)
+        logger.info(f"step {step}: val event-F1 {metrics['event_f1']:.3f}, broken {metrics['broken']:.2f}, "
+                    f"e.g. {metrics['examples'][0]!r} (reference {val_refs[0]!r})")
+        log.write(json.dumps({"step": step, **metrics}) + "\n")
+        log.flush()
+        if metrics["event_f1"] > best:
+            best = metrics["event_f1"]
+            save_captioner(student, out / "best", {"step": step, "validation": metrics,
+                                                   "distilled_from": str(args.teacher), "run": str(out)})
+        student.decoder = swapped
+
+    if step == 0:
+        evaluate_and_keep()
+    while step < args.steps and time.monotonic() < deadline:
+        decoder.train()
+        rows = torch.from_numpy(rng.integers(len(targets), size=args.batch))
+        pick = torch.from_numpy(rng.integers(width, size=args.batch))
+        audio = torch.from_numpy(features[rows.numpy()]).float()
+        # Cosine from lr to lr/10 after a short warm-up.
+        lr = args.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        losses = decoder.loss(tokens[rows, pick], audio, weights[rows, pick], self_cond_prob=0.5, unroll_prob=0.5,
+                              codes=code_table[rows, pick] if decoder.wording is not None else None)
+        optimizer.zero_grad(set_to_none=True)
+        losses.total.backward()
+        torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), decoder.parameters(), strict=True):
+                e.lerp_(p, 1 - args.ema)
+        step += 1
+        if step % 50 == 0:
+            logger.info(f"step {step}: loss {losses.total.item():.3f}, lr {lr:.2e}")
+        if step % args.every == 0:
+            evaluate_and_keep()
+            torch.save({"decoder": decoder.state_dict(), "ema": ema.state_dict(),
+                        "optimizer": optimizer.state_dict(), "step": step, "best": best}, resume)
+    if step % args.every:
+        evaluate_and_keep()
+        torch.save({"decoder": decoder.state_dict(), "ema": ema.state_dict(),
+                    "optimizer": optimizer.state_dict(), "step": step, "best": best}, resume)
+    logger.info(f"stopped at step {step}; best val event-F1 {best:.3f} in {out / 'best'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("teach")
+    t.add_argument("--teacher", required=True)
+    t.add_argument("--config", default="configs/finetune-ar-tiny-cpu.yaml")
+    t.add_argument("--scenes", type=int, default=16384)
+    t.add_argument("--shard-size", type=int, default=512)
+    t.add_argument("--batch", type=int, default=32)
+    t.add_argument("--beam", type=int, default=5)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--part", type=int, default=0, help="this process writes shards i with i %% parts == part")
+    t.add_argument("--parts", type=int, default=1)
+    t.add_argument("--out", required=True)
+    s = sub.add_parser("train")
+    s.add_argument("--teacher", required=True)
+    s.add_argument("--student", default="edge_dac/assets/model")
+    s.add_argument("--config", default="configs/finetune-ar-tiny-cpu.yaml")
+    s.add_argument("--data", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--target", choices=("reference", "beam", "family"), default="family",
+                   help="the five references under their families' codes, the most likely one, or the beam caption")
+    s.add_argument("--steps", type=int, default=20000)
+    s.add_argument("--batch", type=int, default=64)
+    s.add_argument("--lr", type=float, default=5e-4)
+    s.add_argument("--ema", type=float, default=0.999)
+    s.add_argument("--every", type=int, default=500)
+    s.add_argument("--val-scenes", type=int, default=128)
+    s.add_argument("--val-steps", type=int, default=6)
+    s.add_argument("--max-minutes", type=float, default=60)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    teach(args) if args.command == "teach" else train(args)
+
+
+if __name__ == "__main__":
+    main()
