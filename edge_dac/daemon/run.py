@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from loguru import logger
 
-from edge_dac.daemon import messages
+from edge_dac.daemon import memory, messages
 from edge_dac.daemon.clock import AudioClock
 from edge_dac.daemon.config import DaemonConfig, EngineConfig, WindowConfig, load_daemon_config, parse_source
 from edge_dac.daemon.events import EventChange, EventTracker, make_agreement
@@ -517,7 +517,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         return _apply_overrides(load_daemon_config(Path(args.config) if args.config else None), args)
 
     config = load()
+    memory.limit_arenas()  # before the engine and the threads allocate: see daemon/memory.py
     engine = build_engine(config.engine)
+    memory.release()  # what loading left behind (the checkpoint's bytes, the graphs' protobufs)
     from edge_dac.lexicon import load_lexicon
 
     # The caption lexicon decides which consecutive captions describe one event.

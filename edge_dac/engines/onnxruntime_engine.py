@@ -10,9 +10,11 @@ against fp32 on the bundled demo clips and writes the share into the manifest.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import logging
 import warnings
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +39,17 @@ class OnnxRuntimeBackend(Backend):
     def missing(self, device: str) -> str | None:
         if reason := super().missing(device):
             return reason
-        try:
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
-            import onnxscript  # noqa: F401 - torch.onnx's exporter needs it
-        except ImportError as error:
-            return f"{error.name} is not installed (pip install 'edge-dac[onnx]')"
+        # Looked up, not imported: onnx and onnxscript (the exporter's, ~50 MB and 900 modules) are only
+        # needed to build an engine, and a daemon that loads a built one must not keep them resident.
+        for name in ("onnxruntime", "onnx", "onnxscript"):  # onnxscript: torch.onnx's exporter needs it
+            if importlib.util.find_spec(name) is None:
+                return f"{name} is not installed (pip install 'edge-dac[onnx]')"
         return None
 
     def versions(self, device: str) -> dict[str, Any]:
-        import onnx
-        import onnxruntime
-
-        return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+        # The installed versions (the same strings as the modules' __version__), without importing them.
+        return {"torch": torch.__version__, "onnx": metadata.version("onnx"),
+                "onnxruntime": metadata.version("onnxruntime")}
 
     def build(self, captioner: Captioner, folder: Path, precision: str, max_batch: int | None, device: str) -> dict:
         programs = export_programs(captioner.cpu().eval())
@@ -105,13 +105,29 @@ class OnnxRuntimeRunner:
         options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's choice (the physical cores)
         options.inter_op_num_threads = 1  # the graphs are one chain of ops; parallel branches buy nothing
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No arena and no memory pattern: ORT's CPU arena keeps the largest activations ever allocated
+        # (a batch of 4 windows through the audio graph: +150 MB) for the life of the process, and the
+        # pattern allocates each run's activations as one block; without them they are freed tensor by
+        # tensor. The daemon's peak RSS (VmHWM, shipped model, `run --source demo --fast --loop`, 150 s):
+        # 809 -> 484-487 MB with one window at a time through the audio graph (below) and daemon/memory.py.
+        # The cost is the arena: the audio graph takes ~25 % more CPU time a window (step graph unchanged),
+        # the engine ~14 % (bench/daemon_latency.py p50 on a busy 2-core machine). The arena kept and only
+        # the pattern off measured 493 MB with the audio graph at its old speed: the choice if the margin
+        # under 500 MB allows.
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
         providers = ["CPUExecutionProvider"]
         self.audio = onnxruntime.InferenceSession(str(audio_path), options, providers=providers)
         self.step_session = onnxruntime.InferenceSession(str(step_path), options, providers=providers)
         self.reads_code = "code" in {node.name for node in self.step_session.get_inputs()}
 
     def context(self, windows: torch.Tensor, candidates: int) -> tuple[np.ndarray, np.ndarray]:
-        keys, values = self.audio.run(list(AUDIO_OUTPUTS), {"audio": windows.numpy()})
+        # One window at a time: the audio graph runs once per window, so batching buys little, while
+        # its activations grow with the batch (~35 MB a 10 s window) and set the process's peak memory.
+        audio = windows.numpy()
+        outputs = [self.audio.run(list(AUDIO_OUTPUTS), {"audio": audio[i : i + 1]}) for i in range(len(audio))]
+        keys = np.concatenate([keys for keys, _ in outputs])
+        values = np.concatenate([values for _, values in outputs])
         return np.repeat(keys, candidates, axis=0), np.repeat(values, candidates, axis=0)
 
     def step(self, noisy, t, self_cond, code, context):
