@@ -182,13 +182,17 @@ def train(args: argparse.Namespace) -> None:
     student = _student(teacher, args.student, codes=len(WORDINGS) if args.target == "family" else 0)
     decoder = student.decoder
     assert isinstance(decoder, DiffusionDecoder)
-    features, targets, codes = _load_shards(Path(args.data), args.target)
-    logger.info(f"{len(targets)} distilled scenes, features {features.shape}, targets: {args.target}")
+    def load() -> tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features, target tokens and weights (scenes, targets, length), wording codes (scenes, targets)."""
+        features, targets, codes = _load_shards(Path(args.data), args.target)
+        logger.info(f"{len(targets)} distilled scenes, features {features.shape}, targets: {args.target}")
+        width = max(map(len, targets))
+        flat = [row[i % len(row)] for row in targets for i in range(width)]
+        tokens, weights = (x.view(len(targets), width, -1) for x in student.caption_tokens(flat))
+        return features, tokens, weights, torch.tensor([[row[i % len(row)] for i in range(width)] for row in codes])
+
+    features, tokens, weights, code_table = load()
     val_audio, val_labels, val_refs = _val_scenes(args.config, args.val_scenes)
-    width = max(map(len, targets))
-    flat = [row[i % len(row)] for row in targets for i in range(width)]
-    tokens, weights = (x.view(len(targets), width, -1) for x in student.caption_tokens(flat))
-    code_table = torch.tensor([[row[i % len(row)] for i in range(width)] for row in codes])
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=args.lr, weight_decay=0.01)
     ema = copy.deepcopy(decoder).eval()
     step, best = 0, -1.0
@@ -196,7 +200,7 @@ def train(args: argparse.Namespace) -> None:
     if resume.exists():
         state = torch.load(resume, weights_only=False)
         decoder.load_state_dict(state["decoder"])
-        ema.load_state_dict(state["ema"])
+        ema.load_state_dict(state["decoder"] if args.reset_ema else state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         step, best = state["step"], state["best"]
         logger.info(f"resumed at step {step} (best val event-F1 {best:.3f})")
@@ -223,8 +227,8 @@ def train(args: argparse.Namespace) -> None:
         evaluate_and_keep()
     while step < args.steps and time.monotonic() < deadline:
         decoder.train()
-        rows = torch.from_numpy(rng.integers(len(targets), size=args.batch))
-        pick = torch.from_numpy(rng.integers(width, size=args.batch))
+        rows = torch.from_numpy(rng.integers(len(features), size=args.batch))
+        pick = torch.from_numpy(rng.integers(tokens.shape[1], size=args.batch))
         audio = torch.from_numpy(features[rows.numpy()]).float()
         # Cosine from lr to lr/10 after a short warm-up.
         lr = args.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
@@ -236,14 +240,18 @@ def train(args: argparse.Namespace) -> None:
         losses.total.backward()
         torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
         optimizer.step()
+        # EMA with a warm-up: a fixed 0.999 would still hold 37 % of the starting weights at step 1,000.
+        decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             for e, p in zip(ema.parameters(), decoder.parameters(), strict=True):
-                e.lerp_(p, 1 - args.ema)
+                e.lerp_(p, 1 - decay)
         step += 1
         if step % 50 == 0:
             logger.info(f"step {step}: loss {losses.total.item():.3f}, lr {lr:.2e}")
         if step % args.every == 0:
             evaluate_and_keep()
+            if len(list(Path(args.data).glob("shard-*[0-9].npz"))) * args.shard_size > len(features):
+                features, tokens, weights, code_table = load()  # 'teach' is still writing shards
             torch.save({"decoder": decoder.state_dict(), "ema": ema.state_dict(),
                         "optimizer": optimizer.state_dict(), "step": step, "best": best}, resume)
     if step % args.every:
@@ -276,10 +284,12 @@ def main() -> None:
     s.add_argument("--out", required=True)
     s.add_argument("--target", choices=("reference", "beam", "family"), default="family",
                    help="the five references under their families' codes, the most likely one, or the beam caption")
+    s.add_argument("--shard-size", type=int, default=512)
     s.add_argument("--steps", type=int, default=20000)
     s.add_argument("--batch", type=int, default=64)
     s.add_argument("--lr", type=float, default=5e-4)
-    s.add_argument("--ema", type=float, default=0.999)
+    s.add_argument("--ema", type=float, default=0.998)
+    s.add_argument("--reset-ema", action="store_true", help="on resuming, restart the EMA from the weights")
     s.add_argument("--every", type=int, default=500)
     s.add_argument("--val-scenes", type=int, default=128)
     s.add_argument("--val-steps", type=int, default=6)
