@@ -20,6 +20,7 @@ Two steps, each resumable by re-running it (it appends shards / continues from `
       --teacher runs/ar4/best --scenes 16384 --out runs/distil/data
   python scripts/distil_dac.py train --teacher runs/ar4/best --student edge_dac/assets/model \
       --data runs/distil/data --out runs/distil --max-minutes 60
+  python scripts/distil_dac.py half --model runs/distil/best --out edge_dac/assets/model
 """
 
 from __future__ import annotations
@@ -261,6 +262,14 @@ def train(args: argparse.Namespace) -> None:
     logger.info(f"stopped at step {step}; best val event-F1 {best:.3f} in {out / 'best'}")
 
 
+def half(args: argparse.Namespace) -> None:
+    """The checkpoint as shipped: the same model, weights stored as fp16 (loaded into fp32)."""
+    model = load_captioner(args.model)
+    config = json.loads((Path(args.model) / "config.json").read_text())
+    save_captioner(model.half(), args.out, config.get("metadata", {}))
+    logger.info(f"{args.out}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters as fp16")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -296,8 +305,11 @@ def main() -> None:
     s.add_argument("--max-minutes", type=float, default=60)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
+    h = sub.add_parser("half")
+    h.add_argument("--model", required=True)
+    h.add_argument("--out", required=True)
     args = parser.parse_args()
-    teach(args) if args.command == "teach" else train(args)
+    {"teach": teach, "train": train, "half": half}[args.command](args)
 
 
 if __name__ == "__main__":
