@@ -120,7 +120,8 @@ FUNCTION_WORDS = ARTICLES | frozenset(
     {
         "and", "or", "but", "while", "as", "then", "with", "without", "in", "on", "at", "of", "by", "for",
         "from", "to", "into", "onto", "over", "under", "near", "during", "before", "after", "behind",
-        "through", "across", "is", "are", "its", "their", "some", "that", "which", "who", "followed", ",",
+        "through", "across", "is", "are", "was", "were", "being", "been", "its", "their", "some", "that", "which",
+        "who", "followed", ",",
     }
 )
 
@@ -135,12 +136,15 @@ NOT_AFTER_ARTICLE = frozenset(
 
 def is_broken(caption: str) -> bool:
     """A caption that is not a whole phrase: empty, ending in a function word, with an article
-    right before a function word, an adverb or a count ("a with", "the and", "a twice"), or an
-    article that does not fit the next word ("an drums", "a owl")."""
+    right before a function word, an adverb or a count ("a with", "the and", "a twice"), a clause
+    that stops on a function word before a comma ("a xylophone is, followed by", "a gun being,
+    then"), or an article that does not fit the next word ("an drums", "a owl")."""
     words = caption.replace(",", " , ").split()
     if not words or words[-1] in FUNCTION_WORDS - ADVERB_PARTICLES:
         return True
     for word, after in zip(words, words[1:], strict=False):
+        if after == "," and word in FUNCTION_WORDS - ADVERB_PARTICLES:
+            return True
         if word in ARTICLES and (after in FUNCTION_WORDS or after in NOT_AFTER_ARTICLE):
             return True
         if (word == "an" and after[0] not in "aeiouh") or (word == "a" and after[0] in "aei"):
