@@ -82,9 +82,11 @@ BACKENDS = ("eager", "onnxruntime", "torch-compile")
 DEFAULT_BACKENDS = ("eager", "onnxruntime")
 BATCH_SIZES = (1, 32)
 MIN_TIMED_CALLS = 3  # a median of at least three
-# The targets: end-to-end speed-up over AR greedy per batch size, K=5 cost, diversity.
-SPEEDUP_TARGETS = {1: 3.0, 32: 5.0}
-TARGETS = {"k5_cost": 1.5, "diversity": 1.3}
+# The speed issue's CPU targets (1 thread): DAC's decoder >= 3x AR greedy's at batch 1, end to end
+# >= 1.5x; K=5 <= 1.3x K=1 end to end. The quality issue's: DAC's diversity at least AR's.
+DECODE_TARGETS = {1: 3.0}
+E2E_TARGET = 1.5
+TARGETS = {"k5_cost": 1.3, "diversity": 1.0}
 SMOKE = {"clips": 3, "speed_seconds": 0.0}
 
 
@@ -309,8 +311,8 @@ def render(
         for m in [by_name[r["name"]]["metrics"]]
     ]
     ratio_rows = [
-        (r["name"], r["backend"], r["batch"], mark(r["decode_speedup"], None),
-         mark(r["e2e_speedup"], SPEEDUP_TARGETS.get(r["batch"])))
+        (r["name"], r["backend"], r["batch"], mark(r["decode_speedup"], DECODE_TARGETS.get(r["batch"])),
+         mark(r["e2e_speedup"], E2E_TARGET))
         for r in speed_ratios(speed)
     ]
     costs = {(c["steps"], c["backend"], c["batch"]): c["k5_cost"] for c in k5_costs(speed)}
@@ -329,7 +331,8 @@ def render(
         + (f" ({d['change']:+.1%})" if d["change"] is not None else "")
         for d in drift
     )
-    targets = ", ".join(f"≥{t:g}× at batch {b}" for b, t in SPEEDUP_TARGETS.items())
+    targets = (", ".join(f"decoder ≥{t:g}× at batch {b}" for b, t in DECODE_TARGETS.items())
+               + f", end to end ≥{E2E_TARGET:g}×")
     out = [
         *header,
         "",

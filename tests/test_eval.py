@@ -329,9 +329,10 @@ def check_bench_report(report: str, backends: tuple[str, ...], batches: tuple[in
                                                                                         int(row["batch"]))]
         decode = number(ar["decoder ms"]) / number(dac["decoder ms"])
         e2e = number(ar["end-to-end ms"]) / number(dac["end-to-end ms"])
-        assert row["decode speed-up"] == f"{decode:.2f}", row
-        target = {1: 3.0, 32: 5.0}.get(int(row["batch"]))
-        assert row["end-to-end speed-up"] == f"{e2e:.2f}" + ("" if target is None else " ✓" if e2e >= target else " ✗")
+        # The speed issue's CPU targets: decoder >= 3x at batch 1 (no target at 32), end to end >= 1.5x.
+        target = {1: 3.0}.get(int(row["batch"]))
+        assert row["decode speed-up"] == f"{decode:.2f}" + ("" if target is None else " ✓" if decode >= 3 else " ✗")
+        assert row["end-to-end speed-up"] == f"{e2e:.2f}" + (" ✓" if e2e >= 1.5 else " ✗")
 
     # K=5 cost: DAC end-to-end ms per window at K=5 over K=1, same steps, backend and batch.
     costs = markdown_table(report, "## Cost of K=5 candidates")
@@ -342,14 +343,14 @@ def check_bench_report(report: str, backends: tuple[str, ...], batches: tuple[in
         for batch in batches:
             k1, k5 = (number(by_key[(f"DAC {row['DAC steps']} steps K={k}", row["backend"], batch)]["end-to-end ms"])
                       for k in (1, 5))
-            assert row[f"batch {batch}"] == f"{k5 / k1:.2f} " + ("✓" if k5 / k1 <= 1.5 else "✗"), row
+            assert row[f"batch {batch}"] == f"{k5 / k1:.2f} " + ("✓" if k5 / k1 <= 1.3 else "✗"), row
 
     # Diversity against AR greedy, from the diversity table's printed figures.
     for row in markdown_table(report, "## Diversity against AR greedy"):
         for column, source in (("Distinct-1", "Distinct-1"), ("MTLD", "MTLD")):
             ar, dac = number(diversity["AR greedy"][source]), number(diversity[row["system"]][source])
             if ar and dac is not None:
-                assert row[column] == f"{dac / ar:.2f} " + ("✓" if dac / ar >= 1.3 else "✗"), row
+                assert row[column] == f"{dac / ar:.2f} " + ("✓" if dac / ar >= 1.0 else "✗"), row
             else:
                 assert row[column] == "—"
     return by_key
