@@ -249,13 +249,18 @@ class Daemon:
         )
 
     # -- life cycle -------------------------------------------------------------------------------
+    @staticmethod
+    def _socket_settings(p) -> dict[str, Any]:
+        """The publisher config as ``Publisher``'s socket options (start-up and reload alike)."""
+        return {
+            "hwm": p.hwm, "ipc_mode": int(p.ipc_mode, 8),
+            "curve_secret_key": p.curve.secret_key if p.curve else None,
+            "curve_authorized_keys": p.curve.authorized_keys if p.curve else None,
+        }
+
     def _make_publisher(self) -> Publisher:
         p = self.config.publisher
-        return Publisher(
-            p.endpoint, p.device_id, hwm=p.hwm, ipc_mode=int(p.ipc_mode, 8),
-            curve_secret_key=p.curve.secret_key if p.curve else None,
-            curve_authorized_keys=p.curve.authorized_keys if p.curve else None,
-        )
+        return Publisher(p.endpoint, p.device_id, **self._socket_settings(p))
 
     def _warn_about_gaps(self) -> None:
         rate = self.engine.sample_rate
@@ -300,8 +305,7 @@ class Daemon:
                 failed = source.state == "failed"
                 problem = getattr(source, "problem", None)
                 text = (f"failed: {problem or source.kind + ' ' + repr(source.name) + ' not available'}; "
-                        "retrying in the background" if failed
-                        else f"waiting for {source.kind} '{source.name}' ({source.state})")
+                        "retrying in the background" if failed else self._waiting_text())
                 if not failed and time.monotonic() - extended > START_EXTEND_S / 3:
                     extended = time.monotonic()
                     self.notifier.extend_timeout(START_EXTEND_S)
@@ -343,12 +347,15 @@ class Daemon:
     def _running_text(self) -> str:
         return f"captioning {self.source.kind} '{self.source.name}' -> {self.publisher.endpoint}"
 
+    def _waiting_text(self) -> str:
+        return f"waiting for {self.source.kind} '{self.source.name}' ({self.source.state})"
+
     def _reload_done(self) -> None:
         """READY=1 ends systemd's "reloading" state; before the first READY=1 only the status changes."""
         if self._ready:
             self.notifier.ready(self._running_text())
         else:
-            self.notifier.status(f"waiting for {self.source.kind} '{self.source.name}' ({self.source.state})")
+            self.notifier.status(self._waiting_text())
 
     def _reload(self) -> None:
         """Re-read the config and apply what changed in place (docs/systemd.md, "Reloading").
@@ -369,11 +376,7 @@ class Daemon:
             except ValueError as error:
                 raise ConfigError(f"windows: {error}") from None
             p = new.publisher
-            rebound = self.publisher.reconfigure(
-                p.endpoint, hwm=p.hwm, ipc_mode=int(p.ipc_mode, 8),
-                curve_secret_key=p.curve.secret_key if p.curve else None,
-                curve_authorized_keys=p.curve.authorized_keys if p.curve else None,
-            )
+            rebound = self.publisher.reconfigure(p.endpoint, **self._socket_settings(p))
         except EdgeDacError as error:
             logger.error(f"reload refused, keeping the running config: {error}")
             self._reload_done()

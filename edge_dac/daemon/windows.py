@@ -69,10 +69,7 @@ class Windower:
 
     def __init__(self, length_s: float, hop_s: float, sample_rate: int, silence_dbfs: float | None = -60.0):
         self.sample_rate = sample_rate
-        self.length = round(length_s * sample_rate)
-        self.hop = round(hop_s * sample_rate)
-        if self.length <= 0 or self.hop <= 0:
-            raise ValueError("window length and hop must be at least one sample")
+        self.length, self.hop = self._samples(length_s, hop_s)
         self.silence_dbfs = silence_dbfs
         self._lock = threading.Lock()  # push (capture thread) and reconfigure (a reload) exclude each other
         self._chunks: list[np.ndarray] = []  # joined only when a window is due: O(window) per window
@@ -84,13 +81,17 @@ class Windower:
     def _align(self, sample: int) -> int:
         return -(-sample // self.hop) * self.hop  # next multiple of hop at or after ``sample``
 
+    def _samples(self, length_s: float, hop_s: float) -> tuple[int, int]:
+        length, hop = round(length_s * self.sample_rate), round(hop_s * self.sample_rate)
+        if length <= 0 or hop <= 0:
+            raise ValueError("window length and hop must be at least one sample")
+        return length, hop
+
     def reconfigure(self, length_s: float, hop_s: float, silence_dbfs: float | None) -> None:
         """New window length, hop and gate for the stream in progress (SIGHUP), keeping what is buffered:
         the next window starts at the next multiple of the new hop at or after where the next one would
         have started, on the same sample clock, and no audio already received is thrown away."""
-        length, hop = round(length_s * self.sample_rate), round(hop_s * self.sample_rate)
-        if length <= 0 or hop <= 0:
-            raise ValueError("window length and hop must be at least one sample")
+        length, hop = self._samples(length_s, hop_s)
         with self._lock:
             self.length, self.hop, self.silence_dbfs = length, hop, silence_dbfs
             if self._next_start is not None:
