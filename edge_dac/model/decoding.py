@@ -128,6 +128,8 @@ FUNCTION_WORDS = ARTICLES | frozenset(
 
 # Prepositions that also end a phrase as adverbs ("over and over", "close by", "a car drives by").
 ADVERB_PARTICLES = frozenset({"over", "by"})
+# Words a clause cannot stop on: before the caption's end or before a comma.
+CANNOT_END = FUNCTION_WORDS - ADVERB_PARTICLES
 # Adverbs and counts that end a clause: an article before one is a hole where a noun was meant.
 NOT_AFTER_ARTICLE = frozenset(
     {"twice", "once", "repeatedly", "again", "several", "times", "nearby", "away", "loudly", "softly", "quietly"}
@@ -140,10 +142,10 @@ def is_broken(caption: str) -> bool:
     that stops on a function word before a comma ("a xylophone is, followed by", "a gun being,
     then"), or an article that does not fit the next word ("an drums", "a owl")."""
     words = caption.replace(",", " , ").split()
-    if not words or words[-1] in FUNCTION_WORDS - ADVERB_PARTICLES:
+    if not words or words[-1] in CANNOT_END:
         return True
     for word, after in zip(words, words[1:], strict=False):
-        if after == "," and word in FUNCTION_WORDS - ADVERB_PARTICLES:
+        if after == "," and word in CANNOT_END:
             return True
         if word in ARTICLES and (after in FUNCTION_WORDS or after in NOT_AFTER_ARTICLE):
             return True
