@@ -36,14 +36,14 @@ import numpy as np
 import torch
 from loguru import logger
 
-from edge_dac.data.mixer import Scene, SceneMixer
+from edge_dac.data.mixer import SceneMixer
 from edge_dac.evaluation.events import event_f1
 from edge_dac.lexicon import load_lexicon
 from edge_dac.model import Captioner, DecodingOptions, load_captioner, save_captioner
 from edge_dac.model.decoding import DecodingTask, is_broken
 from edge_dac.model.diffusion import DiffusionDecoder
 from edge_dac.training.config import load_train_config
-from edge_dac.training.data import _AUGMENT, _SCENE, WORDINGS, MixedScenes, derive_seed, fit_samples, wording_code
+from edge_dac.training.data import _SCENE, WORDINGS, MixedScenes, derive_seed, fit_samples, wording_code
 from edge_dac.training.start import make_mixer
 
 _TEACH_SEED = 51  # scene stream of the distillation data (apart from every training run's)
@@ -74,7 +74,7 @@ def teach(args: argparse.Namespace) -> None:
             continue  # resuming: a shard is written whole or not at all
         features, captions, chosen, references, labels = [], [], [], [], []
         for first in range(0, args.shard_size, args.batch):
-            scenes = [_scene(source, shard, first + i) for i in range(args.batch)]
+            scenes = [source.scene(shard, 0, first + i) for i in range(args.batch)]
             audio = torch.from_numpy(np.stack([fit_samples(s.audio, samples) for s in scenes]))
             with torch.inference_mode():
                 encoded = teacher.encode_audio(teacher.fit_length(audio))
@@ -91,13 +91,6 @@ def teach(args: argparse.Namespace) -> None:
         rate = (time.perf_counter() - started) / done
         logger.info(f"shard {shard + 1} ({done} of {len(mine)} here): {rate:.0f} s a shard; e.g. beam "
                     f"{captions[0]!r}, most likely reference {chosen[0]!r}")
-
-
-def _scene(source: MixedScenes, shard: int, index: int) -> Scene:
-    """Scene ``index`` of ``shard``, augmented as training augments it, with all its captions."""
-    if source.augmenting is not None:
-        source.augmenting.rng = np.random.default_rng(derive_seed(source.seed, _AUGMENT, shard, 0, index))
-    return source.mixer.mix(source.scene_seed(shard, 0, index))
 
 
 def _most_likely(teacher: Captioner, features: torch.Tensor, captions: list[str]) -> str:
@@ -160,7 +153,7 @@ def _val_scenes(config_path: str, count: int) -> tuple[np.ndarray, list[set[str]
     mixer = make_mixer(config, "val")
     scenes = [mixer.mix(derive_seed(config.validation.seed, _VAL_SEED, i)) for i in range(count)]
     samples = int(round(config.model.max_audio_seconds * config.model.sample_rate))
-    audio = np.stack([np.pad(s.audio[:samples], (0, max(0, samples - len(s.audio)))) for s in scenes])
+    audio = np.stack([fit_samples(s.audio, samples) for s in scenes])
     return audio.astype(np.float32), [{e["class"] for e in s.events} for s in scenes], [s.captions[0] for s in scenes]
 
 
@@ -224,6 +217,10 @@ def train(args: argparse.Namespace) -> None:
                                                    "distilled_from": str(args.teacher), "run": str(out)})
         student.decoder = swapped
 
+    def save_resume() -> None:
+        torch.save({"decoder": decoder.state_dict(), "ema": ema.state_dict(),
+                    "optimizer": optimizer.state_dict(), "step": step, "best": best}, resume)
+
     if step == 0:
         evaluate_and_keep()
     while step < args.steps and time.monotonic() < deadline:
@@ -253,12 +250,10 @@ def train(args: argparse.Namespace) -> None:
             evaluate_and_keep()
             if len(list(Path(args.data).glob("shard-*[0-9].npz"))) * args.shard_size > len(features):
                 features, tokens, weights, code_table = load()  # 'teach' is still writing shards
-            torch.save({"decoder": decoder.state_dict(), "ema": ema.state_dict(),
-                        "optimizer": optimizer.state_dict(), "step": step, "best": best}, resume)
+            save_resume()
     if step % args.every:
         evaluate_and_keep()
-        torch.save({"decoder": decoder.state_dict(), "ema": ema.state_dict(),
-                    "optimizer": optimizer.state_dict(), "step": step, "best": best}, resume)
+        save_resume()
     logger.info(f"stopped at step {step}; best val event-F1 {best:.3f} in {out / 'best'}")
 
 

@@ -34,7 +34,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from edge_dac.data.datasets import CaptionItem, load_item_audio
-from edge_dac.data.mixer import SceneMixer
+from edge_dac.data.mixer import Scene, SceneMixer
 from edge_dac.errors import AudioError
 from edge_dac.lexicon import load_lexicon
 from edge_dac.model.dims import ModelDims
@@ -143,13 +143,16 @@ class MixedScenes:
     def pool_seed(self, index: int) -> int:
         return derive_seed(self.seed, _POOL, index)
 
+    def scene(self, step: int, shard: int, index: int) -> Scene:
+        """Scene ``index`` of a shard's micro-batch, augmented as training sees it, with all its captions."""
+        if self.augmenting is not None:
+            self.augmenting.rng = np.random.default_rng(derive_seed(self.seed, _AUGMENT, step, shard, index))
+        return self.mixer.mix(self.scene_seed(step, shard, index))
+
     def batch(self, step: int, shard: int, size: int) -> Batch:
         audio, captions, labels, codes, events = [], [], [], [], []
         for index in range(size):
-            scene_seed = self.scene_seed(step, shard, index)
-            if self.augmenting is not None:
-                self.augmenting.rng = np.random.default_rng(derive_seed(self.seed, _AUGMENT, step, shard, index))
-            scene = self.mixer.mix(scene_seed)
+            scene = self.scene(step, shard, index)
             pick = np.random.default_rng(derive_seed(self.seed, _CAPTION, step, shard, index))
             audio.append(fit_samples(scene.audio, self.samples))
             choices = [
