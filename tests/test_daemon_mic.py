@@ -191,13 +191,11 @@ def test_daemon_without_its_microphone_fails_visibly_and_stops_extending_its_sta
     comes any more (they came every 10 s without end), so the unit's TimeoutStartSec= decides. The
     published status says degraded / failed; SIGTERM still ends it with status 0."""
     import signal
-    import socket
-    import sys
 
     import yaml
 
     from edge_dac.daemon.listen import Subscriber
-    from tests.test_daemon_run import CHILD
+    from tests.test_daemon_run import start_child_daemon
 
     endpoint, config = f"ipc://{tmp_path}/captions.sock", tmp_path / "daemon.yaml"
     config.write_text(yaml.safe_dump({
@@ -206,13 +204,7 @@ def test_daemon_without_its_microphone_fails_visibly_and_stops_extending_its_sta
         "windows": {"length_s": 1.0, "hop_s": 0.5},
         "publisher": {"endpoint": endpoint, "device_id": "nomic", "heartbeat_s": 0.5},
     }))
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify"))
-    notify.settimeout(0.2)
-    script = tmp_path / "child.py"
-    script.write_text(CHILD.format(root=str(ROOT), config=str(config)))
-    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE, text=True)
+    child, notify = start_child_daemon(tmp_path, config, notify_timeout_s=0.2)
     subscriber = Subscriber(endpoint)
     notes: list[tuple[float, str]] = []
 

@@ -70,6 +70,21 @@ def write_config(
     }))
 
 
+def start_child_daemon(
+    tmp_path: Path, config: Path, notify_timeout_s: float
+) -> tuple[subprocess.Popen, socket.socket]:
+    """The daemon on ``config`` in a child process (``CHILD``: a tiny engine), with a real sd_notify
+    socket bound for it; stderr is piped for the test to read."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(notify_timeout_s)
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(root=str(ROOT), config=str(config)))
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE, text=True)
+    return child, notify
+
+
 def notifications(notify: socket.socket) -> list[str]:
     notes = []
     while True:
@@ -109,13 +124,7 @@ def test_daemon_end_to_end_reload_and_sigterm_drain(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     write_config(config, audio, endpoint, "first", port)
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify"))
-    notify.settimeout(0.1)
-    script = tmp_path / "child.py"
-    script.write_text(CHILD.format(root=str(ROOT), config=str(config)))
-    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen([sys.executable, str(script)], env=env, stderr=subprocess.PIPE, text=True)
+    child, notify = start_child_daemon(tmp_path, config, notify_timeout_s=0.1)
     subscriber = Subscriber(endpoint)
     validator = jsonschema.Draft202012Validator(load_schema())
     try:
