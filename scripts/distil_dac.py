@@ -21,6 +21,21 @@ Two steps, each resumable by re-running it (it appends shards / continues from `
   python scripts/distil_dac.py train --teacher runs/ar4/best --student edge_dac/assets/model \
       --data runs/distil/data --out runs/distil --max-minutes 60
   python scripts/distil_dac.py half --model runs/distil/best --out edge_dac/assets/model
+
+Stage 6 distils the sampler on the same cached features (Luhman & Luhman 2021): the shipped DAC,
+at its many-step default, writes the caption of each (scene, starting noise) pair; a copy of it
+learns to write that caption from the same noise in a few steps, each step trained on the
+sampler's own path (its inputs are the student's previous estimates, as at inference). The
+target is a function of the noise as well as the audio, so K starting noises still give K
+different captions (distilling to one caption per scene would make the K candidates identical).
+
+  sampler-teach: for one draw of starting noise per cached scene, the teacher's raw tokens.
+  sampler:       the student learns them in --steps-to sampler steps; keeps the best in OUT/best.
+
+  python scripts/distil_dac.py sampler-teach --teacher edge_dac/assets/model --data runs/distil/data \
+      --out runs/distil/sampler --draw 0
+  python scripts/distil_dac.py sampler --teacher edge_dac/assets/model --data runs/distil/data \
+      --out runs/distil/sampler --max-minutes 90
 """
 
 from __future__ import annotations
@@ -34,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from loguru import logger
 
 from edge_dac.data.mixer import SceneMixer
@@ -257,6 +273,157 @@ def train(args: argparse.Namespace) -> None:
     logger.info(f"stopped at step {step}; best val event-F1 {best:.3f} in {out / 'best'}")
 
 
+def _features(folder: Path) -> np.ndarray:
+    paths = sorted(folder.glob("shard-*[0-9].npz"))
+    if not paths:
+        raise SystemExit(f"{folder}: no shards; run 'teach' first")
+    return np.concatenate([np.load(path)["features"] for path in paths])
+
+
+def sampler_teach(args: argparse.Namespace) -> None:
+    """One draw of starting noise per cached scene and the teacher's raw tokens from it."""
+    torch.set_num_threads(args.threads)
+    teacher = load_captioner(args.teacher).float().eval()
+    decoder = teacher.decoder
+    assert isinstance(decoder, DiffusionDecoder)
+    task = DecodingTask(teacher, DecodingOptions(steps=args.teacher_steps, candidates=1, seed=0))
+    features = _features(Path(args.data))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"draw-{args.draw:02d}.npz"
+    if path.exists():
+        return
+    generator = torch.Generator().manual_seed(derive_seed(_TEACH_SEED, 1000 + args.draw))
+    shape = (len(features), teacher.dims.max_caption_tokens, teacher.dims.embedding_dim)
+    # Stored as fp16 and used as stored, so that teacher and student start from the same noise.
+    noise = torch.randn(shape, generator=generator).half()
+    tokens = []
+    started = time.perf_counter()
+    for first in range(0, len(features), args.batch):
+        audio = torch.from_numpy(features[first : first + args.batch]).float()
+        with torch.inference_mode():
+            context = decoder.candidate_kv(decoder.prepare_audio(audio), 1)
+            tokens.append(task.sample(context, noise[first : first + len(audio)].float())[0].short())
+        if (first // args.batch) % 20 == 0:
+            done = first + len(audio)
+            logger.info(f"draw {args.draw}: {done} of {len(features)} scenes, "
+                        f"{(time.perf_counter() - started) / done * 1000:.0f} ms a scene")
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, noise=noise.numpy(), tokens=torch.cat(tokens).numpy())
+    tmp.rename(path)
+    logger.info(f"{path}: {len(features)} scenes in {time.perf_counter() - started:.0f} s")
+
+
+def _sampler_targets(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Starting noise (draws x scenes, length, emb) and the teacher's tokens from it."""
+    paths = sorted(folder.glob("draw-*[0-9].npz"))
+    if not paths:
+        raise SystemExit(f"{folder}: no teacher draws; run 'sampler-teach' first")
+    loaded = [np.load(path) for path in paths]
+    return (torch.from_numpy(np.stack([d["noise"] for d in loaded])),
+            torch.from_numpy(np.stack([d["tokens"] for d in loaded]).astype(np.int64)))
+
+
+def _token_weights(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """caption_tokens' weights for raw decoder output: 1 up to the first [EOS], 0.1 after it."""
+    after = (tokens == eos_id).long().cumsum(-1) - (tokens == eos_id).long() > 0
+    return torch.where(after, 0.1, 1.0)
+
+
+def sampler(args: argparse.Namespace) -> None:
+    """The student learns, in --steps-to sampler steps, the teacher's many-step tokens."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    teacher = load_captioner(args.teacher).float()
+    student = copy.deepcopy(teacher)
+    decoder = student.decoder
+    assert isinstance(decoder, DiffusionDecoder)
+    features = _features(Path(args.data))
+    noise, targets = _sampler_targets(out)
+    logger.info(f"{noise.shape[0]} draws x {noise.shape[1]} scenes; the student samples in {args.steps_to} steps")
+    val_audio, val_labels, val_refs = _val_scenes(args.config, args.val_scenes)
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=args.lr, weight_decay=0.01)
+    ema = copy.deepcopy(decoder).eval()
+    step, best = 0, -1.0
+    resume = out / "last.pt"
+    if resume.exists():
+        state = torch.load(resume, weights_only=False)
+        decoder.load_state_dict(state["decoder"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best = state["step"], state["best"]
+        logger.info(f"resumed at step {step} (best val event-F1 {best:.3f})")
+    rng = np.random.default_rng(derive_seed(args.seed, step))
+    deadline = time.monotonic() + args.max_minutes * 60
+    log = (out / "metrics.jsonl").open("a")
+    times = torch.linspace(1.0, 0.0, args.steps_to + 1)
+
+    def evaluate_and_keep() -> None:
+        nonlocal best
+        swapped = student.decoder
+        student.decoder = ema
+        metrics = {f"steps_{n}": _validate(student, val_audio, val_labels, n) for n in (1, args.steps_to)}
+        score = metrics[f"steps_{args.steps_to}"]["event_f1"]
+        logger.info(f"step {step}: val event-F1 at 1 / {args.steps_to} steps "
+                    f"{metrics['steps_1']['event_f1']:.3f} / {score:.3f}, broken "
+                    f"{metrics[f'steps_{args.steps_to}']['broken']:.2f}, e.g. "
+                    f"{metrics[f'steps_{args.steps_to}']['examples'][0]!r} (reference {val_refs[0]!r})")
+        log.write(json.dumps({"step": step, **metrics}) + "\n")
+        log.flush()
+        if score > best:
+            best = score
+            save_captioner(student, out / "best", {"step": step, "validation": metrics, "sampler_steps":
+                                                   args.steps_to, "distilled_from": str(args.teacher)})
+        student.decoder = swapped
+
+    if step == 0:
+        evaluate_and_keep()
+    while step < args.steps and time.monotonic() < deadline:
+        decoder.train()
+        draws = torch.from_numpy(rng.integers(noise.shape[0], size=args.batch))
+        rows = torch.from_numpy(rng.integers(noise.shape[1], size=args.batch))
+        target = targets[draws, rows]
+        weights = _token_weights(target, student.eos_id)
+        audio = decoder.prepare_audio(torch.from_numpy(features[rows.numpy()]).float())
+        x = noise[draws, rows].float()
+        self_cond = torch.zeros_like(x)
+        lr = args.lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = torch.zeros(())
+        for i in range(args.steps_to):
+            t, t_next = times[i].expand(args.batch), times[i + 1].expand(args.batch)
+            logits = decoder(x, t, self_cond, audio)
+            token_loss = F.cross_entropy(logits.transpose(1, 2).float(), target, reduction="none")
+            loss = loss + (token_loss * weights).sum() / weights.sum() / args.steps_to
+            # The next step's inputs are the student's own estimates, as at inference (no gradient
+            # through them: each step learns to finish from where the previous one left off).
+            x0 = decoder.expected_embedding(logits).detach()
+            self_cond = x0
+            x = decoder.ddim_step(x, x0, t, t_next)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
+        optimizer.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), decoder.parameters(), strict=True):
+                e.lerp_(p, 1 - decay)
+        step += 1
+        if step % 50 == 0:
+            logger.info(f"step {step}: loss {loss.item():.3f}, lr {lr:.2e}")
+        if step % args.every == 0:
+            evaluate_and_keep()
+            torch.save({"decoder": decoder.state_dict(), "ema": ema.state_dict(),
+                        "optimizer": optimizer.state_dict(), "step": step, "best": best}, resume)
+    if step % args.every:
+        evaluate_and_keep()
+        torch.save({"decoder": decoder.state_dict(), "ema": ema.state_dict(),
+                    "optimizer": optimizer.state_dict(), "step": step, "best": best}, resume)
+    logger.info(f"stopped at step {step}; best val event-F1 {best:.3f} in {out / 'best'}")
+
+
 def half(args: argparse.Namespace) -> None:
     """The checkpoint as shipped: the same model, weights stored as fp16 (loaded into fp32)."""
     model = load_captioner(args.model)
@@ -300,11 +467,35 @@ def main() -> None:
     s.add_argument("--max-minutes", type=float, default=60)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
+    q = sub.add_parser("sampler-teach")
+    q.add_argument("--teacher", default="edge_dac/assets/model")
+    q.add_argument("--teacher-steps", type=int, default=10)
+    q.add_argument("--data", required=True)
+    q.add_argument("--out", required=True)
+    q.add_argument("--draw", type=int, default=0)
+    q.add_argument("--batch", type=int, default=128)
+    q.add_argument("--threads", type=int, default=1)
+    r = sub.add_parser("sampler")
+    r.add_argument("--teacher", default="edge_dac/assets/model")
+    r.add_argument("--config", default="configs/finetune-ar-tiny-cpu.yaml")
+    r.add_argument("--data", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--steps-to", type=int, default=2, help="sampler steps the student decodes in")
+    r.add_argument("--steps", type=int, default=3000)
+    r.add_argument("--batch", type=int, default=64)
+    r.add_argument("--lr", type=float, default=2e-4)
+    r.add_argument("--ema", type=float, default=0.998)
+    r.add_argument("--every", type=int, default=250)
+    r.add_argument("--val-scenes", type=int, default=128)
+    r.add_argument("--max-minutes", type=float, default=90)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--threads", type=int, default=1)
     h = sub.add_parser("half")
     h.add_argument("--model", required=True)
     h.add_argument("--out", required=True)
     args = parser.parse_args()
-    {"teach": teach, "train": train, "half": half}[args.command](args)
+    {"teach": teach, "train": train, "sampler-teach": sampler_teach, "sampler": sampler,
+     "half": half}[args.command](args)
 
 
 if __name__ == "__main__":

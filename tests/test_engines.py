@@ -17,13 +17,13 @@ import pytest
 import torch
 from loguru import logger
 
-from edge_dac.const import default_engines_dir
+from edge_dac.const import default_engines_dir, default_model_dir
 from edge_dac.engines import load_engine
 from edge_dac.engines.clips import demo_windows
 from edge_dac.engines.select import unavailable
 from edge_dac.engines.store import MANIFEST, file_sha256
 from edge_dac.errors import EdgeDacError
-from edge_dac.model import save_captioner
+from edge_dac.model import DecodingOptions, save_captioner
 from tests.factories import tiny_captioner
 
 STEPS, CANDIDATES = 4, 3
@@ -97,6 +97,23 @@ def test_every_fp32_backend_writes_eager_captions_from_the_same_seed(
     if coded:  # the codes reach the compiled graph: K candidates of one window are K wordings
         assert any(len({c.caption for c in window}) > 1 for window in expected)
 
+
+
+@pytest.mark.parametrize(
+    "backend", ["onnxruntime", pytest.param("torch-compile", marks=pytest.mark.slow)]  # Inductor: minutes
+)
+def test_the_shipped_model_writes_eager_captions_on_every_backend_at_the_default_decoding(
+    backend, engines_dir
+):
+    """The shipped DAC's sampler (distilled to its few default steps) exported as it ships: the same
+    captions as eager PyTorch, at the daemon's steps and candidates, on real demo windows."""
+    defaults = DecodingOptions()
+    eager = load_engine(default_model_dir(), "eager")
+    clips = demo_windows(eager.sample_rate, eager.window_samples)  # the five demo scenes, 10 s each
+    expected = eager.caption(clips, defaults.steps, defaults.candidates)
+    engine = load_engine(default_model_dir(), backend, engines_dir=engines_dir)
+    assert engine.backend == backend
+    assert texts(engine.caption(clips, defaults.steps, defaults.candidates)) == texts(expected)
 
 def test_onnxruntime_int8_reports_its_quality_truthfully(model_dir, engines_dir, onnx_folder):
     """The quality an int8 build reports is what its captions really are against fp32 on the demo clips."""
