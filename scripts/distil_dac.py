@@ -36,6 +36,14 @@ different captions (distilling to one caption per scene would make the K candida
       --out runs/distil/sampler --draw 0
   python scripts/distil_dac.py sampler --teacher edge_dac/assets/model --data runs/distil/data \
       --out runs/distil/sampler --max-minutes 90
+
+``stream`` trains a streaming encoder (``ModelDims.encoder_chunk_seconds``) to write the features of
+the shipped whole-window encoder, from the audio of the same cached scenes (regenerated: the scene
+stream is deterministic): its decoders then read it unchanged. Both kinds share the encoder, so one
+streaming encoder serves DAC and its AR twin.
+
+  EDGE_DAC_CACHE=pack EDGE_DAC_CATALOG=pack/catalog.csv python scripts/distil_dac.py stream \
+      --teacher edge_dac/assets/model --data runs/distil/data --out runs/distil/stream --max-minutes 60
 """
 
 from __future__ import annotations
@@ -424,6 +432,101 @@ def sampler(args: argparse.Namespace) -> None:
     logger.info(f"stopped at step {step}; best val event-F1 {best:.3f} in {out / 'best'}")
 
 
+def stream(args: argparse.Namespace) -> None:
+    """A streaming encoder learns the whole-window encoder's features (and event logits) from audio."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = load_captioner(args.teacher).float().eval()
+    dims = type(teacher.dims).from_dict({**teacher.dims.to_dict(), "encoder_chunk_seconds": args.chunk_seconds,
+                                         "encoder_chunk_layers": args.chunk_layers})
+    student = Captioner(dims, teacher.tokenizer)
+    student.load_state_dict(teacher.state_dict())
+    encoder = student.encoder
+    features = _features(Path(args.data))
+    source, samples = _scene_source(args.config, derive_seed(_TEACH_SEED, 0))
+    per_shard = args.shard_size
+    val_audio, val_labels, val_refs = _val_scenes(args.config, args.val_scenes)
+    with torch.inference_mode():
+        val_features = torch.cat([teacher.encode_audio(torch.from_numpy(val_audio[i : i + 32]))
+                                  for i in range(0, len(val_audio), 32)])
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=args.lr, weight_decay=0.01)
+    ema = copy.deepcopy(encoder).eval()
+    step, best = 0, -1.0
+    resume = out / "last.pt"
+    if resume.exists():
+        state = torch.load(resume, weights_only=False)
+        encoder.load_state_dict(state["encoder"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best = state["step"], state["best"]
+        logger.info(f"resumed at step {step} (best val event-F1 {best:.3f})")
+    rng = np.random.default_rng(derive_seed(args.seed, step))
+    deadline = time.monotonic() + args.max_minutes * 60
+    log = (out / "metrics.jsonl").open("a")
+    scale = float(torch.from_numpy(features[:512]).float().square().mean())  # features' mean square
+
+    def evaluate_and_keep() -> None:
+        nonlocal best
+        swapped = student.encoder
+        student.encoder = ema
+        with torch.inference_mode():
+            mine = torch.cat([student.encode_audio(torch.from_numpy(val_audio[i : i + 32]))
+                              for i in range(0, len(val_audio), 32)])
+        error = float((mine - val_features).norm() / val_features.norm())
+        metrics = {"relative_error": error, **_validate(student, val_audio, val_labels, args.val_steps)}
+        logger.info(f"step {step}: val feature error {error:.3f}, event-F1 {metrics['event_f1']:.3f}, broken "
+                    f"{metrics['broken']:.2f}, e.g. {metrics['examples'][0]!r} (reference {val_refs[0]!r})")
+        log.write(json.dumps({"step": step, **metrics}) + "\n")
+        log.flush()
+        if metrics["event_f1"] > best:
+            best = metrics["event_f1"]
+            save_captioner(student, out / "best", {"step": step, "validation": metrics,
+                                                   "encoder_distilled_from": str(args.teacher)})
+        student.encoder = swapped
+
+    def save_resume() -> None:
+        torch.save({"encoder": encoder.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                    "step": step, "best": best}, resume)
+
+    if step == 0:
+        evaluate_and_keep()
+    while step < args.steps and time.monotonic() < deadline:
+        encoder.train()
+        rows = rng.integers(len(features), size=args.batch)
+        scenes = [source.scene(int(row) // per_shard, 0, int(row) % per_shard) for row in rows]
+        audio = torch.from_numpy(np.stack([fit_samples(scene.audio, samples) for scene in scenes]))
+        target = torch.from_numpy(features[rows]).float()
+        lr = args.lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        mine = student.encode_audio(audio)
+        loss = (mine - target).square().mean() / scale
+        if student.events is not None:  # the event head reads the same features: keep its view too
+            with torch.no_grad():
+                wanted = torch.sigmoid(teacher.events(target))
+            loss = loss + F.binary_cross_entropy_with_logits(student.events(mine), wanted)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
+        optimizer.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), encoder.parameters(), strict=True):
+                e.lerp_(p, 1 - decay)
+        step += 1
+        if step % 25 == 0:
+            logger.info(f"step {step}: loss {loss.item():.4f}, lr {lr:.2e}")
+        if step % args.every == 0:
+            evaluate_and_keep()
+            save_resume()
+    if step % args.every:
+        evaluate_and_keep()
+        save_resume()
+    logger.info(f"stopped at step {step}; best val event-F1 {best:.3f} in {out / 'best'}")
+
+
 def half(args: argparse.Namespace) -> None:
     """The checkpoint as shipped: the same model, weights stored as fp16 (loaded into fp32)."""
     model = load_captioner(args.model)
@@ -490,12 +593,30 @@ def main() -> None:
     r.add_argument("--max-minutes", type=float, default=90)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--threads", type=int, default=1)
+    e = sub.add_parser("stream")
+    e.add_argument("--teacher", default="edge_dac/assets/model")
+    e.add_argument("--config", default="configs/finetune-ar-tiny-cpu.yaml")
+    e.add_argument("--data", required=True)
+    e.add_argument("--out", required=True)
+    e.add_argument("--chunk-seconds", type=float, default=2.0)
+    e.add_argument("--chunk-layers", type=int, default=2)
+    e.add_argument("--shard-size", type=int, default=512)
+    e.add_argument("--steps", type=int, default=2000)
+    e.add_argument("--batch", type=int, default=32)
+    e.add_argument("--lr", type=float, default=3e-4)
+    e.add_argument("--ema", type=float, default=0.995)
+    e.add_argument("--every", type=int, default=100)
+    e.add_argument("--val-scenes", type=int, default=128)
+    e.add_argument("--val-steps", type=int, default=10)
+    e.add_argument("--max-minutes", type=float, default=60)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--threads", type=int, default=1)
     h = sub.add_parser("half")
     h.add_argument("--model", required=True)
     h.add_argument("--out", required=True)
     args = parser.parse_args()
     {"teach": teach, "train": train, "sampler-teach": sampler_teach, "sampler": sampler,
-     "half": half}[args.command](args)
+     "stream": stream, "half": half}[args.command](args)
 
 
 if __name__ == "__main__":

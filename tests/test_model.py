@@ -100,9 +100,11 @@ def test_wording_codes_give_each_candidate_its_own_wording():
     assert len(candidates) == 4
 
 
-@pytest.mark.parametrize(("stem", "codes"), [("conv1d", 0), ("cnn2d", 0), ("conv1d", 3)])
-def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem, codes):
-    captioner = tiny_captioner("dac", stem=stem, wording_codes=codes)
+@pytest.mark.parametrize(
+    ("stem", "codes", "chunk_seconds"), [("conv1d", 0, 0.0), ("cnn2d", 0, 0.0), ("conv1d", 3, 0.0), ("cnn2d", 0, 0.4)]
+)
+def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem, codes, chunk_seconds):
+    captioner = tiny_captioner("dac", stem=stem, wording_codes=codes, chunk_seconds=chunk_seconds)
     if codes:
         torch.nn.init.normal_(captioner.decoder.wording.weight, std=1.0)
     programs = export_programs(captioner, max_windows=16)
@@ -207,7 +209,8 @@ def test_plan_windows_covers_the_file_and_aligns_the_tail():
 @pytest.mark.parametrize(
     "bad",
     [{"schedule": "linear"}, {"encoder_stride": 3}, {"kind": "gpt"}, {"encoder_stem": "vgg"},
-     {"encoder_stem": "cnn2d", "n_mels": 60}],
+     {"encoder_stem": "cnn2d", "n_mels": 60}, {"encoder_chunk_seconds": 3.0}, {"encoder_chunk_seconds": 0.005},
+     {"encoder_chunk_layers": 1}, {"encoder_chunk_seconds": 2.0, "encoder_chunk_layers": 5}],
 )
 def test_bad_dims_are_refused(bad):
     from edge_dac.errors import CheckpointError
@@ -225,6 +228,27 @@ def test_cnn2d_encoder_shortens_time_by_its_stride_for_any_length(stride):
     encoder = AudioEncoder(dims).eval()
     for frames in (200, 199, 37):
         assert encoder(torch.randn(2, dims.n_mels, frames)).shape == (2, -(-frames // stride), 32)
+
+
+def test_a_streaming_encoder_encodes_a_window_as_its_chunks_one_at_a_time():
+    """What the daemon would do with a 2 s hop: each chunk encoded alone, the window mixed from them."""
+    model = tiny_captioner("dac", seconds=2.0, stem="cnn2d")
+    streaming = tiny_captioner("dac", seconds=2.0, stem="cnn2d", chunk_seconds=0.4)
+    streaming.load_state_dict(model.state_dict())  # the same weights: chunking is how they are applied
+    dims = streaming.dims
+    audio = torch.randn(3, dims.max_audio_samples) * 0.1
+    with torch.no_grad():
+        whole = streaming.encode_audio(audio)
+        chunk = dims.encoder_chunk_samples
+        pieces = [streaming.encoder.encode_chunk(streaming.frontend(audio[:, i : i + chunk]))
+                  for i in range(0, dims.max_audio_samples, chunk)]
+        assert torch.allclose(streaming.encoder.mix(torch.cat(pieces, dim=1)), whole, atol=1e-5)
+        # The chunk's own work cannot see the rest of the window; the window-level block can.
+        later = audio.clone()
+        later[:, chunk:] = 0.0
+        assert torch.allclose(streaming.encoder.encode_chunk(streaming.frontend(later[:, :chunk])), pieces[0][:3])
+        assert not torch.allclose(streaming.encode_audio(later)[:, :2], whole[:, :2], atol=1e-4)
+        assert whole.shape == model.encode_audio(audio).shape
 
 
 def test_tokenizer_is_deterministic_and_keeps_whole_words():

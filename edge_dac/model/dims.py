@@ -34,6 +34,12 @@ class ModelDims:
     encoder_layers: int = 4
     encoder_heads: int = 4
     encoder_stride: int = 4
+    # streaming: 0 = the encoder hears the whole window at once. > 0: the front end, the stem and
+    # the first ``encoder_chunk_layers`` transformer blocks hear one chunk of this many seconds at
+    # a time and the other blocks the whole window, so that a sliding window whose hop is a
+    # multiple of the chunk shares all but its newest chunk's work with the previous window.
+    encoder_chunk_seconds: float = 0.0
+    encoder_chunk_layers: int = 0
 
     # caption decoder (shared by both kinds)
     decoder_width: int = 192
@@ -70,6 +76,11 @@ class ModelDims:
     @property
     def max_encoder_frames(self) -> int:
         return -(-self.max_mel_frames // self.encoder_stride)
+
+    @property
+    def encoder_chunk_samples(self) -> int:
+        """Samples per encoder chunk; 0 for a whole-window encoder."""
+        return int(round(self.encoder_chunk_seconds * self.sample_rate))
 
     @property
     def encoder_frame_seconds(self) -> float:
@@ -110,6 +121,17 @@ class ModelDims:
             problems.append(f"encoder_stride must be 1, 2, 4 or 8, got {self.encoder_stride}")
         if self.encoder_width % self.encoder_heads or self.decoder_width % self.decoder_heads:
             problems.append("widths must be divisible by their numbers of heads")
+        chunk, frame = self.encoder_chunk_samples, self.hop_length * self.encoder_stride
+        if self.encoder_chunk_seconds < 0 or (chunk and (self.max_audio_samples % chunk or chunk % frame)):
+            problems.append(
+                f"encoder_chunk_seconds must divide the {self.max_audio_seconds} s window into whole encoder frames, "
+                f"got {self.encoder_chunk_seconds}"
+            )
+        if not 0 <= self.encoder_chunk_layers <= self.encoder_layers or (self.encoder_chunk_layers and not chunk):
+            problems.append(
+                f"encoder_chunk_layers must be 0-{self.encoder_layers} and needs encoder_chunk_seconds, "
+                f"got {self.encoder_chunk_layers}"
+            )
         if self.wording_codes < 0:
             problems.append(f"wording_codes must be >= 0, got {self.wording_codes}")
         if len(set(self.event_classes)) != len(self.event_classes):

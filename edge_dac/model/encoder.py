@@ -55,7 +55,12 @@ def conv1d_stem(dims: ModelDims) -> nn.Sequential:
 
 
 class AudioEncoder(nn.Module):
-    """(batch, n_mels, frames) log-mel -> (batch, frames / stride, encoder_width)."""
+    """(batch, n_mels, frames) log-mel -> (batch, frames / stride, encoder_width).
+
+    A streaming encoder (``dims.encoder_chunk_seconds``) is ``mix`` of its chunks' ``encode_chunk``:
+    the stem and the first ``encoder_chunk_layers`` blocks see one chunk (positions counted within
+    it), the remaining blocks the whole window (positions counted from the window's start).
+    """
 
     def __init__(self, dims: ModelDims):
         super().__init__()
@@ -66,11 +71,30 @@ class AudioEncoder(nn.Module):
             Block(width, dims.encoder_heads, dropout=dims.dropout) for _ in range(dims.encoder_layers)
         )
         self.norm = nn.LayerNorm(width)
+        self.chunk_frames = dims.encoder_chunk_samples // dims.hop_length
+        self.chunk_layers = dims.encoder_chunk_layers
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        if not self.chunk_frames or mel.shape[-1] <= self.chunk_frames:
+            return self.mix(self.encode_chunk(mel))
+        batch, chunks = mel.shape[0], mel.shape[-1] // self.chunk_frames
+        pieces = mel[..., : chunks * self.chunk_frames].unflatten(-1, (chunks, self.chunk_frames)).transpose(1, 2)
+        features = self.encode_chunk(pieces.flatten(0, 1))
+        return self.mix(features.unflatten(0, (batch, chunks)).flatten(1, 2))
+
+    def encode_chunk(self, mel: torch.Tensor) -> torch.Tensor:
+        """(batch, n_mels, chunk frames) -> the chunk's features before the window-level blocks."""
         x = self.stem(mel).transpose(1, 2)
         x = x + self.positions[: x.shape[1]]
-        for block in self.blocks:
+        for block in self.blocks[: self.chunk_layers]:
+            x = block(x)
+        return x
+
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
+        """A window's chunk features, joined in time order, -> its encoder features."""
+        if self.chunk_frames:
+            x = x + self.positions[: x.shape[1]]  # where in the window each chunk's frames are
+        for block in self.blocks[self.chunk_layers :]:
             x = block(x)
         return self.norm(x)
 

@@ -54,8 +54,19 @@ class LogMel(nn.Module):
         self.register_buffer("dft_basis", basis.float().unsqueeze(1), persistent=False)
         mel = mel_filterbank(dims.sample_rate, dims.n_fft, dims.n_mels)
         self.register_buffer("mel_filters", torch.from_numpy(mel), persistent=False)
+        self.chunk_samples = dims.encoder_chunk_samples
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        if self.chunk_samples and audio.shape[-1] > self.chunk_samples:
+            # A streaming encoder's window: each chunk on its own (its own peak, no spectral frames
+            # across chunk edges), exactly as when the chunks arrive one hop at a time.
+            batch, chunks = audio.shape[0], audio.shape[-1] // self.chunk_samples
+            pieces = audio[..., : chunks * self.chunk_samples].reshape(batch * chunks, self.chunk_samples)
+            mel = self.log_mel(pieces)
+            return mel.unflatten(0, (batch, chunks)).transpose(1, 2).flatten(2)
+        return self.log_mel(audio)
+
+    def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
         frames = audio.shape[-1] // self.hop_length
         padded = F.pad(audio.unsqueeze(1), (self.n_fft // 2, self.n_fft // 2))
         spectrum = F.conv1d(padded, self.dft_basis, stride=self.hop_length)[..., :frames]
