@@ -76,19 +76,29 @@ def coded_model_dir(tmp_path_factory):
     return save_captioner(captioner, tmp_path_factory.mktemp("coded") / "tiny-dac-codes")
 
 
+@pytest.fixture(scope="module")
+def streaming_model_dir(tmp_path_factory):
+    """A DAC model with a streaming encoder (0.4 s chunks of its 2 s window)."""
+    return save_captioner(tiny_captioner("dac", stem="cnn2d", chunk_seconds=0.4),
+                          tmp_path_factory.mktemp("streaming") / "tiny-dac-streaming")
+
+
 @pytest.mark.parametrize(
-    ("backend", "coded"),
+    ("backend", "variant"),
     [
-        ("onnxruntime", False),
-        ("onnxruntime", True),
-        pytest.param("torch-compile", False, marks=pytest.mark.slow),  # Inductor: 1-3 min on 2 cores
+        ("onnxruntime", "plain"),
+        ("onnxruntime", "coded"),
+        ("onnxruntime", "streaming"),
+        pytest.param("torch-compile", "plain", marks=pytest.mark.slow),  # Inductor: 1-3 min on 2 cores
     ],
 )
 def test_every_fp32_backend_writes_eager_captions_from_the_same_seed(
-    backend, coded, model_dir, coded_model_dir, engines_dir, windows, eager_captions
+    backend, variant, model_dir, coded_model_dir, streaming_model_dir, engines_dir, windows, eager_captions
 ):
-    folder = coded_model_dir if coded else model_dir
-    expected = eager_captions if not coded else load_engine(folder, "eager").caption(windows, STEPS, CANDIDATES)
+    folder = {"plain": model_dir, "coded": coded_model_dir, "streaming": streaming_model_dir}[variant]
+    coded = variant == "coded"
+    expected = eager_captions if variant == "plain" else load_engine(folder, "eager").caption(
+        windows, STEPS, CANDIDATES)
     engine = load_engine(folder, backend, engines_dir=engines_dir)
     assert engine.backend == backend
     assert texts(engine.caption(windows, STEPS, CANDIDATES)) == texts(expected)
@@ -97,6 +107,24 @@ def test_every_fp32_backend_writes_eager_captions_from_the_same_seed(
     if coded:  # the codes reach the compiled graph: K candidates of one window are K wordings
         assert any(len({c.caption for c in window}) > 1 for window in expected)
 
+
+
+@pytest.mark.parametrize("backend", ["eager", "onnxruntime"])
+def test_a_streaming_encoder_encodes_each_chunk_of_sliding_windows_once(backend, streaming_model_dir, engines_dir):
+    """Windows sliding by one chunk over a real demo scene: each new window encodes only its newest
+    chunk, and gets the captions it gets alone (the cache changes the cost, never the result)."""
+    engine = load_engine(streaming_model_dir, backend, engines_dir=engines_dir)
+    chunk = engine.captioner.dims.encoder_chunk_samples
+    scene = demo_windows(engine.sample_rate, 5 * engine.window_samples, hop_fraction=1.0)[0]
+    windows = np.stack([scene[i : i + engine.window_samples] for i in range(0, 6 * chunk, chunk)])
+    alone = [load_engine(streaming_model_dir, backend, engines_dir=engines_dir).caption(w[None], STEPS, 2)[0]
+             for w in windows]
+    streamed = [engine.caption(w[None], STEPS, 2)[0] for w in windows]
+    per_window = engine.window_samples // chunk
+    assert engine.runner.chunks.encoded == per_window + len(windows) - 1
+    assert engine.runner.chunks.reused == (per_window - 1) * (len(windows) - 1)
+    assert texts(streamed) == texts(alone)
+    assert texts(engine.caption(windows, STEPS, 2)) == texts(alone)  # in one batch, from the cache
 
 
 @pytest.mark.parametrize(

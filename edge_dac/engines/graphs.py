@@ -7,6 +7,11 @@ values depend on the window alone, and projecting them inside the step was half 
 arithmetic for the shipped dims (250 frames against 24 caption positions). The step graph calls
 ``DiffusionDecoder.forward`` itself, so the eager sampler and every compiled backend compute the
 same function by construction (the parity test checks the captions, not a copy of the code).
+
+A streaming encoder (``ModelDims.encoder_chunk_seconds``) also has its audio side as two graphs, the
+chunk graph (one chunk of audio -> its features, run once per chunk and kept by
+``edge_dac.model.decoding.ChunkCache``) and the mix graph (a window's chunk features -> keys and
+values); backends without them run the whole-window graph, which computes the same function.
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ from edge_dac.model.diffusion import DiffusionDecoder
 from edge_dac.model.dims import ModelDims
 
 # Bump when what these graphs compute changes: it is part of every engine's cache key.
-GRAPH_VERSION = 2
+GRAPH_VERSION = 3
 # The step graph runs windows x candidates rows; engines with a fixed batch range (TensorRT) are
 # built for up to this many candidates per window and split larger requests.
 MAX_CANDIDATES = 8
 
 AUDIO_INPUTS = ("audio",)
 AUDIO_OUTPUTS = ("keys", "values")
+CHUNK_INPUTS, CHUNK_OUTPUTS = ("chunk",), ("chunk_features",)
+MIX_INPUTS = ("features",)
 STEP_OUTPUTS = ("logits", "x0")
 
 
@@ -51,9 +58,34 @@ class ContextGraph(nn.Module):
         self.frontend, self.encoder, self.decoder = captioner.frontend, captioner.encoder, _dac_decoder(captioner)
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        context = self.decoder.prepare_audio(self.encoder(self.frontend(audio)))
-        pairs = self.decoder.cross_attention_kv(context)
-        return torch.stack([key for key, _ in pairs], dim=1), torch.stack([value for _, value in pairs], dim=1)
+        return _keys_and_values(self.decoder, self.encoder(self.frontend(audio)))
+
+
+def _keys_and_values(decoder: DiffusionDecoder, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = decoder.cross_attention_kv(decoder.prepare_audio(features))
+    return torch.stack([key for key, _ in pairs], dim=1), torch.stack([value for _, value in pairs], dim=1)
+
+
+class ChunkGraph(nn.Module):
+    """A streaming encoder's chunk: (batch, chunk samples) -> (batch, chunk frames, encoder_width)."""
+
+    def __init__(self, captioner: Captioner):
+        super().__init__()
+        self.frontend, self.encoder = captioner.frontend, captioner.encoder
+
+    def forward(self, chunk: torch.Tensor) -> torch.Tensor:
+        return self.encoder.encode_chunk(self.frontend(chunk))
+
+
+class MixGraph(nn.Module):
+    """A window's chunk features, joined, -> keys, values (as ``ContextGraph``)."""
+
+    def __init__(self, captioner: Captioner):
+        super().__init__()
+        self.encoder, self.decoder = captioner.encoder, _dac_decoder(captioner)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _keys_and_values(self.decoder, self.encoder.mix(features))
 
 
 class StepGraph(nn.Module):
@@ -98,11 +130,19 @@ def example_inputs(captioner: Captioner, batch: int = 2) -> dict[str, tuple[torc
     self_cond = torch.randn(shape, generator=generator).to(device)
     t = torch.full((batch,), 0.5, device=device)
     code = (torch.arange(batch) % max(dims.wording_codes, 1)).to(device)
-    return {"audio": (audio,), "step": step_arguments(dims, noisy, t, self_cond, code, keys, values)}
+    inputs = {"audio": (audio,), "step": step_arguments(dims, noisy, t, self_cond, code, keys, values)}
+    if dims.encoder_chunk_samples:
+        chunk = (torch.randn(batch, dims.encoder_chunk_samples, generator=generator) * 0.1).to(device)
+        with torch.no_grad():
+            features = ChunkGraph(captioner).eval()(audio.reshape(-1, dims.encoder_chunk_samples))
+        inputs["chunk"] = (chunk,)
+        inputs["mix"] = (features.unflatten(0, (batch, -1)).flatten(1, 2).contiguous(),)
+    return inputs
 
 
 def export_programs(captioner: Captioner, max_windows: int = 1024) -> dict[str, ExportedProgram]:
-    """``torch.export`` programs of both graphs: audio batch in [1, max_windows], step rows up to x MAX_CANDIDATES."""
+    """``torch.export`` programs of both graphs (and a streaming encoder's chunk and mix graphs): audio
+    batch in [1, max_windows], step rows up to x MAX_CANDIDATES, chunks up to x a window's chunks."""
     captioner.eval()
     inputs = example_inputs(captioner)
     windows = Dim("windows", min=1, max=max_windows)
@@ -114,4 +154,14 @@ def export_programs(captioner: Captioner, max_windows: int = 1024) -> dict[str, 
             inputs["step"],
             dynamic_shapes=tuple({0: rows} for _ in step_inputs(captioner.dims)),
         )
-    return {"audio": audio, "step": step}
+        programs = {"audio": audio, "step": step}
+        if captioner.dims.encoder_chunk_samples:
+            per_window = captioner.dims.max_audio_samples // captioner.dims.encoder_chunk_samples
+            chunks = Dim("chunks", min=1, max=max_windows * per_window)
+            programs["chunk"] = torch.export.export(
+                ChunkGraph(captioner).eval(), inputs["chunk"], dynamic_shapes=({0: chunks},)
+            )
+            programs["mix"] = torch.export.export(
+                MixGraph(captioner).eval(), inputs["mix"], dynamic_shapes=({0: windows},)
+            )
+    return programs

@@ -23,10 +23,21 @@ import torch
 from loguru import logger
 
 from edge_dac.engines.backend import Backend
-from edge_dac.engines.graphs import AUDIO_INPUTS, AUDIO_OUTPUTS, STEP_OUTPUTS, export_programs, step_inputs
+from edge_dac.engines.graphs import (
+    AUDIO_INPUTS,
+    AUDIO_OUTPUTS,
+    CHUNK_INPUTS,
+    CHUNK_OUTPUTS,
+    MIX_INPUTS,
+    STEP_OUTPUTS,
+    export_programs,
+    step_inputs,
+)
 from edge_dac.model.captioner import Captioner
+from edge_dac.model.decoding import ChunkCache
 
 AUDIO_FILE = "audio.onnx"
+CHUNK_FILE, MIX_FILE = "chunk.onnx", "mix.onnx"  # a streaming encoder's audio side
 STEP_FILE = "step.onnx"
 STEP_FP32_FILE = "step.fp32.onnx"  # int8 builds keep the fp32 step for the quality check
 
@@ -56,6 +67,9 @@ class OnnxRuntimeBackend(Backend):
         step_file = STEP_FP32_FILE if precision == "int8" else STEP_FILE
         _to_onnx(programs["audio"], folder / AUDIO_FILE, AUDIO_INPUTS, AUDIO_OUTPUTS)
         _to_onnx(programs["step"], folder / step_file, step_inputs(captioner.dims), STEP_OUTPUTS)
+        if "chunk" in programs:
+            _to_onnx(programs["chunk"], folder / CHUNK_FILE, CHUNK_INPUTS, CHUNK_OUTPUTS)
+            _to_onnx(programs["mix"], folder / MIX_FILE, MIX_INPUTS, AUDIO_OUTPUTS)
         if precision != "int8":
             return {}
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -73,7 +87,7 @@ class OnnxRuntimeBackend(Backend):
         return {"quality": quality}
 
     def load(self, captioner: Captioner, folder: Path, precision: str, device: str, threads: int | None):
-        return OnnxRuntimeRunner(folder / AUDIO_FILE, folder / STEP_FILE, threads)
+        return OnnxRuntimeRunner(folder / AUDIO_FILE, folder / STEP_FILE, threads, captioner.dims.encoder_chunk_samples)
 
 
 def _to_onnx(program: torch.export.ExportedProgram, path: Path, inputs, outputs) -> None:
@@ -98,7 +112,9 @@ def _quiet(name: str):
 
 
 class OnnxRuntimeRunner:
-    def __init__(self, audio_path: Path, step_path: Path, threads: int | None):
+    """``chunk_samples``: a streaming encoder's chunk; its chunk and mix graphs then replace the audio graph."""
+
+    def __init__(self, audio_path: Path, step_path: Path, threads: int | None, chunk_samples: int = 0):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -117,15 +133,30 @@ class OnnxRuntimeRunner:
         options.enable_cpu_mem_arena = False
         options.enable_mem_pattern = False
         providers = ["CPUExecutionProvider"]
-        self.audio = onnxruntime.InferenceSession(str(audio_path), options, providers=providers)
+        self.chunks = self.mix = None
+        if chunk_samples:
+            folder = audio_path.parent
+            chunk_session = onnxruntime.InferenceSession(str(folder / CHUNK_FILE), options, providers=providers)
+            self.mix = onnxruntime.InferenceSession(str(folder / MIX_FILE), options, providers=providers)
+
+            def encode(chunks: torch.Tensor) -> torch.Tensor:
+                return torch.from_numpy(chunk_session.run(list(CHUNK_OUTPUTS), {"chunk": chunks.numpy()})[0])
+
+            self.chunks = ChunkCache(chunk_samples, encode)
+        else:
+            self.audio = onnxruntime.InferenceSession(str(audio_path), options, providers=providers)
         self.step_session = onnxruntime.InferenceSession(str(step_path), options, providers=providers)
         self.reads_code = "code" in {node.name for node in self.step_session.get_inputs()}
 
     def context(self, windows: torch.Tensor, candidates: int) -> tuple[np.ndarray, np.ndarray]:
         # One window at a time: the audio graph runs once per window, so batching buys little, while
         # its activations grow with the batch (~35 MB a 10 s window) and set the process's peak memory.
-        audio = windows.numpy()
-        outputs = [self.audio.run(list(AUDIO_OUTPUTS), {"audio": audio[i : i + 1]}) for i in range(len(audio))]
+        if self.chunks is not None and self.mix is not None:
+            features = self.chunks.features(windows).numpy()
+            outputs = [self.mix.run(list(AUDIO_OUTPUTS), {"features": f[None]}) for f in features]
+        else:
+            audio = windows.numpy()
+            outputs = [self.audio.run(list(AUDIO_OUTPUTS), {"audio": audio[i : i + 1]}) for i in range(len(audio))]
         keys = np.concatenate([keys for keys, _ in outputs])
         values = np.concatenate([values for _, values in outputs])
         return np.repeat(keys, candidates, axis=0), np.repeat(values, candidates, axis=0)
@@ -151,7 +182,7 @@ def int8_quality(captioner: Captioner, folder: Path, steps: int = 6, candidates:
     captions = {}
     tokens = {}
     for name, step_file in (("fp32", STEP_FP32_FILE), ("int8", STEP_FILE)):
-        runner = OnnxRuntimeRunner(folder / AUDIO_FILE, folder / step_file, threads=None)
+        runner = OnnxRuntimeRunner(folder / AUDIO_FILE, folder / step_file, None, captioner.dims.encoder_chunk_samples)
         engine = CaptionEngine(captioner, "quality-check", runner=runner)
         results = engine.caption(windows, steps=steps, candidates=candidates)
         captions[name] = [result[0].caption for result in results]

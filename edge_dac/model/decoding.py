@@ -11,8 +11,8 @@ The AR twin decodes greedily or by beam search from the same task.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -206,15 +206,59 @@ class Runner(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
+class ChunkCache:
+    """A streaming encoder's chunk features, kept by the chunk's samples (a digest of them).
+
+    A sliding window whose hop is a multiple of the chunk holds the chunks of the previous window
+    shifted by one, so only its newest chunk is encoded; it needs no notion of streams or positions,
+    and the same chunk gets the same features whatever window, batch or caller it comes in.
+    ``encode``: (chunks, chunk samples) -> (chunks, chunk frames, width), in one batched call.
+    """
+
+    def __init__(self, chunk_samples: int, encode: Callable[[torch.Tensor], torch.Tensor], capacity: int = 128):
+        self.chunk_samples = chunk_samples
+        self.encode = encode
+        self.capacity = capacity
+        self.kept: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self.encoded = self.reused = 0  # chunks, since the start (what streaming saved)
+
+    def features(self, windows: torch.Tensor) -> torch.Tensor:
+        """(batch, samples) windows -> (batch, chunks x chunk frames, width): each window's chunks, joined."""
+        batch = windows.shape[0]
+        chunks = windows.reshape(-1, self.chunk_samples)
+        names = [hashlib.blake2b(np.ascontiguousarray(c.numpy(), dtype=np.float32), digest_size=16).digest()
+                 for c in chunks.detach().cpu()]
+        new = list(dict.fromkeys(name for name in names if name not in self.kept))
+        if new:
+            first = {name: index for index, name in reversed(list(enumerate(names)))}
+            encoded = self.encode(chunks[[first[name] for name in new]])
+            for name, features in zip(new, encoded, strict=True):
+                self.kept[name] = features
+        self.encoded += len(new)
+        self.reused += len(names) - len(new)
+        joined = torch.stack([self.kept[name] for name in names])
+        for name in names:
+            self.kept.move_to_end(name)
+        while len(self.kept) > max(self.capacity, len(names)):
+            self.kept.popitem(last=False)
+        return joined.unflatten(0, (batch, -1)).flatten(1, 2)
+
+
 class EagerRunner:
     """The model's own modules: the reference every compiled backend must match."""
 
     def __init__(self, model: Captioner):
         self.model = model
         self.decoder = model.decoder
+        chunk = model.dims.encoder_chunk_samples
+        encoder, frontend = model.encoder, model.frontend
+        self.chunks = ChunkCache(chunk, lambda audio: encoder.encode_chunk(frontend(audio))) if chunk else None
 
     def context(self, windows: torch.Tensor, candidates: int) -> Any:
-        features = self.model.encode_audio(windows)
+        if self.chunks is not None:
+            features = self.model.encoder.mix(self.chunks.features(windows))
+        else:
+            features = self.model.encode_audio(windows)
         if not isinstance(self.decoder, DiffusionDecoder):
             return features  # the AR decoder reads the encoder features (one row per window)
         return self.decoder.candidate_kv(self.decoder.prepare_audio(features), candidates)
