@@ -527,6 +527,23 @@ def stream(args: argparse.Namespace) -> None:
     logger.info(f"stopped at step {step}; best val event-F1 {best:.3f} in {out / 'best'}")
 
 
+def graft(args: argparse.Namespace) -> None:
+    """A model's decoder on another checkpoint's encoder and event head (the distilled streaming
+    encoder under the shipped DAC decoder or the AR twin's): dims of the encoder's side from it."""
+    body, ears = load_captioner(args.decoder), load_captioner(args.encoder)
+    encoder_fields = {k: v for k, v in ears.dims.to_dict().items() if k.startswith("encoder_") or k in
+                      ("n_mels", "n_fft", "hop_length", "sample_rate", "max_audio_seconds", "event_classes")}
+    dims = type(body.dims).from_dict({**body.dims.to_dict(), **encoder_fields})
+    model = Captioner(dims, body.tokenizer)
+    model.decoder.load_state_dict(body.decoder.state_dict())
+    model.encoder.load_state_dict(ears.encoder.state_dict())
+    if model.events is not None and ears.events is not None:
+        model.events.load_state_dict(ears.events.state_dict())
+    metadata = json.loads((Path(args.decoder) / "config.json").read_text()).get("metadata", {})
+    save_captioner(model, args.out, {**metadata, "encoder_from": str(args.encoder)})
+    logger.info(f"{args.out}: decoder of {args.decoder}, encoder of {args.encoder}")
+
+
 def half(args: argparse.Namespace) -> None:
     """The checkpoint as shipped: the same model, weights stored as fp16 (loaded into fp32)."""
     model = load_captioner(args.model)
@@ -611,12 +628,16 @@ def main() -> None:
     e.add_argument("--max-minutes", type=float, default=60)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--threads", type=int, default=1)
+    g = sub.add_parser("graft")
+    g.add_argument("--decoder", required=True)
+    g.add_argument("--encoder", required=True)
+    g.add_argument("--out", required=True)
     h = sub.add_parser("half")
     h.add_argument("--model", required=True)
     h.add_argument("--out", required=True)
     args = parser.parse_args()
     {"teach": teach, "train": train, "sampler-teach": sampler_teach, "sampler": sampler,
-     "stream": stream, "half": half}[args.command](args)
+     "stream": stream, "graft": graft, "half": half}[args.command](args)
 
 
 if __name__ == "__main__":
