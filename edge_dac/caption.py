@@ -18,7 +18,7 @@ import numpy as np
 from edge_dac.audio import stream_audio
 from edge_dac.daemon.windows import level_dbfs  # the daemon's silence gate, measured the same way
 from edge_dac.engines.base import CaptionEngine
-from edge_dac.model.decoding import Candidate
+from edge_dac.model.decoding import Candidate, DecodingOptions
 from edge_dac.windows import Span, stream_windows
 
 SILENCE_DBFS = -60.0  # the daemon's default gate (windows.silence_dbfs)
@@ -53,7 +53,7 @@ def caption_windows(
     engine: CaptionEngine,
     windows: Iterable[tuple[Span, np.ndarray]],
     name: str,
-    steps: int = 10,
+    steps: int = DecodingOptions.steps,
     candidates: int = 5,
     batch_size: int = DEFAULT_BATCH,
     silence_dbfs: float | None = SILENCE_DBFS,
@@ -106,7 +106,7 @@ def caption_audio(
     engine: CaptionEngine,
     audio: np.ndarray,
     name: str,
-    steps: int = 10,
+    steps: int = DecodingOptions.steps,
     candidates: int = 5,
     window_seconds: float | None = None,
     hop_seconds: float | None = None,
@@ -121,7 +121,7 @@ def caption_audio(
 def iter_caption_file(
     engine: CaptionEngine,
     path: str | Path,
-    steps: int = 10,
+    steps: int = DecodingOptions.steps,
     candidates: int = 5,
     window_seconds: float | None = None,
     hop_seconds: float | None = None,

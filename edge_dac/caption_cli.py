@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("--model", metavar="DIR", help="checkpoint directory (default: the shipped model)")
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps (DAC; default 10)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (DAC; default 4, as the daemon)")
     parser.add_argument(
         "--candidates", type=int, default=None, help="candidates per window (default 5; AR: beam size, default 1)"
     )

@@ -51,7 +51,9 @@ class CaptionEngine:
         self.precision = "fp32"
         self.folder: Path | None = None  # the built engine's folder, for compiled backends
 
-    def caption(self, windows: np.ndarray, steps: int = 10, candidates: int = 5) -> list[list[Candidate]]:
+    def caption(
+        self, windows: np.ndarray, steps: int = DecodingOptions.steps, candidates: int = DecodingOptions.candidates
+    ) -> list[list[Candidate]]:
         if self.runner is None:
             raise NotImplementedError
         # The AR twin's K candidates are its K best beams.

@@ -40,7 +40,7 @@ class DecodingOptions:
     speaks"), so what a user reads is a phrase, minus the tail the decoder did not finish.
     """
 
-    steps: int = 10
+    steps: int = 4
     candidates: int = 5
     beam_size: int = 1
     seed: int | None = 0
