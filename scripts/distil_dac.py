@@ -49,10 +49,12 @@ streaming encoder serves DAC and its AR twin.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -191,15 +193,87 @@ def _validate(model: Captioner, audio: np.ndarray, labels: list[set[str]], steps
             "examples": captions[:3]}
 
 
+class _Run:
+    """What the training steps share: AdamW on one of the student's modules (``name``: "decoder" or
+    "encoder"), an EMA of it with a warm-up, a warm-up then cosine learning rate (lr to lr/10),
+    exact resume from OUT/last.pt, the validation log (OUT/metrics.jsonl) and OUT/best."""
+
+    def __init__(self, student: Captioner, name: str, args: argparse.Namespace, warmup: int, reset_ema: bool = False):
+        self.student, self.name, self.args, self.warmup = student, name, args, warmup
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.module: torch.nn.Module = getattr(student, name)
+        self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=args.lr, weight_decay=0.01)
+        self.ema = copy.deepcopy(self.module).eval()
+        self.step, self.best = 0, -1.0
+        self.resume = self.out / "last.pt"
+        if self.resume.exists():
+            state = torch.load(self.resume, weights_only=False)
+            self.module.load_state_dict(state[name])
+            self.ema.load_state_dict(state[name] if reset_ema else state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step, self.best = state["step"], state["best"]
+            logger.info(f"resumed at step {self.step} (best val event-F1 {self.best:.3f})")
+        self.rng = np.random.default_rng(derive_seed(args.seed, self.step))
+        self.deadline = time.monotonic() + args.max_minutes * 60
+        self.log = (self.out / "metrics.jsonl").open("a")
+
+    def running(self) -> bool:
+        """Whether to take another step (and the trained module in training mode for it)."""
+        self.module.train()
+        return self.step < self.args.steps and time.monotonic() < self.deadline
+
+    def update(self, loss: torch.Tensor) -> None:
+        step, args = self.step, self.args
+        lr = args.lr * min(1.0, (step + 1) / self.warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / args.steps)))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
+        self.optimizer.step()
+        # EMA with a warm-up: a fixed 0.999 would still hold 37 % of the starting weights at step 1,000.
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), self.module.parameters(), strict=True):
+                e.lerp_(p, 1 - decay)
+        self.step += 1
+        if self.step % 25 == 0:
+            logger.info(f"step {self.step}: loss {loss.item():.4f}, lr {lr:.2e}")
+
+    @contextlib.contextmanager
+    def ema_weights(self) -> Iterator[Captioner]:
+        """The student with the EMA in place of the trained module, to validate and keep."""
+        setattr(self.student, self.name, self.ema)
+        try:
+            yield self.student
+        finally:
+            setattr(self.student, self.name, self.module)
+
+    def record(self, metrics: dict, score: float, metadata: dict) -> None:
+        """Log a validation (of ``ema_weights``), keep OUT/best when ``score`` is the best yet, save last.pt."""
+        self.log.write(json.dumps({"step": self.step, **metrics}) + "\n")
+        self.log.flush()
+        if score > self.best:
+            self.best = score
+            with self.ema_weights() as model:
+                save_captioner(model, self.out / "best", {"step": self.step, "validation": metrics, **metadata})
+        if self.step:
+            torch.save({self.name: self.module.state_dict(), "ema": self.ema.state_dict(),
+                        "optimizer": self.optimizer.state_dict(), "step": self.step, "best": self.best}, self.resume)
+
+    def finish(self) -> None:
+        logger.info(f"stopped at step {self.step}; best val event-F1 {self.best:.3f} in {self.out / 'best'}")
+
+
 def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     teacher = load_captioner(args.teacher)
     student = _student(teacher, args.student, codes=len(WORDINGS) if args.target == "family" else 0)
     decoder = student.decoder
     assert isinstance(decoder, DiffusionDecoder)
+
     def load() -> tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Features, target tokens and weights (scenes, targets, length), wording codes (scenes, targets)."""
         features, targets, codes = _load_shards(Path(args.data), args.target)
@@ -211,75 +285,31 @@ def train(args: argparse.Namespace) -> None:
 
     features, tokens, weights, code_table = load()
     val_audio, val_labels, val_refs = _val_scenes(args.config, args.val_scenes)
-    optimizer = torch.optim.AdamW(decoder.parameters(), lr=args.lr, weight_decay=0.01)
-    ema = copy.deepcopy(decoder).eval()
-    step, best = 0, -1.0
-    resume = out / "last.pt"
-    if resume.exists():
-        state = torch.load(resume, weights_only=False)
-        decoder.load_state_dict(state["decoder"])
-        ema.load_state_dict(state["decoder"] if args.reset_ema else state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, best = state["step"], state["best"]
-        logger.info(f"resumed at step {step} (best val event-F1 {best:.3f})")
-    rng = np.random.default_rng(derive_seed(args.seed, step))
-    deadline = time.monotonic() + args.max_minutes * 60
-    log = (out / "metrics.jsonl").open("a")
+    run = _Run(student, "decoder", args, warmup=100, reset_ema=args.reset_ema)
 
     def evaluate_and_keep() -> None:
-        nonlocal best
-        swapped = student.decoder
-        student.decoder = ema
-        metrics = _validate(student, val_audio, val_labels, args.val_steps)
-        logger.info(f"step {step}: val event-F1 {metrics['event_f1']:.3f}, broken {metrics['broken']:.2f}, "
+        with run.ema_weights() as model:
+            metrics = _validate(model, val_audio, val_labels, args.val_steps)
+        logger.info(f"step {run.step}: val event-F1 {metrics['event_f1']:.3f}, broken {metrics['broken']:.2f}, "
                     f"e.g. {metrics['examples'][0]!r} (reference {val_refs[0]!r})")
-        log.write(json.dumps({"step": step, **metrics}) + "\n")
-        log.flush()
-        if metrics["event_f1"] > best:
-            best = metrics["event_f1"]
-            save_captioner(student, out / "best", {"step": step, "validation": metrics,
-                                                   "distilled_from": str(args.teacher), "run": str(out)})
-        student.decoder = swapped
+        run.record(metrics, metrics["event_f1"], {"distilled_from": str(args.teacher), "run": str(run.out)})
 
-    def save_resume() -> None:
-        torch.save({"decoder": decoder.state_dict(), "ema": ema.state_dict(),
-                    "optimizer": optimizer.state_dict(), "step": step, "best": best}, resume)
-
-    if step == 0:
+    if run.step == 0:
         evaluate_and_keep()
-    while step < args.steps and time.monotonic() < deadline:
-        decoder.train()
-        rows = torch.from_numpy(rng.integers(len(features), size=args.batch))
-        pick = torch.from_numpy(rng.integers(tokens.shape[1], size=args.batch))
+    while run.running():
+        rows = torch.from_numpy(run.rng.integers(len(features), size=args.batch))
+        pick = torch.from_numpy(run.rng.integers(tokens.shape[1], size=args.batch))
         audio = torch.from_numpy(features[rows.numpy()]).float()
-        # Cosine from lr to lr/10 after a short warm-up.
-        lr = args.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         losses = decoder.loss(tokens[rows, pick], audio, weights[rows, pick], self_cond_prob=0.5, unroll_prob=0.5,
                               codes=code_table[rows, pick] if decoder.wording is not None else None)
-        optimizer.zero_grad(set_to_none=True)
-        losses.total.backward()
-        torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
-        optimizer.step()
-        # EMA with a warm-up: a fixed 0.999 would still hold 37 % of the starting weights at step 1,000.
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema.parameters(), decoder.parameters(), strict=True):
-                e.lerp_(p, 1 - decay)
-        step += 1
-        if step % 50 == 0:
-            logger.info(f"step {step}: loss {losses.total.item():.3f}, lr {lr:.2e}")
-        if step % args.every == 0:
-            evaluate_and_keep()
+        run.update(losses.total)
+        if run.step % args.every == 0:
             if len(list(Path(args.data).glob("shard-*[0-9].npz"))) * args.shard_size > len(features):
                 features, tokens, weights, code_table = load()  # 'teach' is still writing shards
-            save_resume()
-    if step % args.every:
+            evaluate_and_keep()
+    if run.step % args.every:
         evaluate_and_keep()
-        save_resume()
-    logger.info(f"stopped at step {step}; best val event-F1 {best:.3f} in {out / 'best'}")
-
+    run.finish()
 
 def _features(folder: Path) -> np.ndarray:
     paths = sorted(folder.glob("shard-*[0-9].npz"))
@@ -342,63 +372,36 @@ def sampler(args: argparse.Namespace) -> None:
     """The student learns, in --steps-to sampler steps, the teacher's many-step tokens."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    out = Path(args.out)
     teacher = load_captioner(args.teacher).float()
     student = copy.deepcopy(teacher)
     decoder = student.decoder
     assert isinstance(decoder, DiffusionDecoder)
     features = _features(Path(args.data))
-    noise, targets = _sampler_targets(out)
+    noise, targets = _sampler_targets(Path(args.out))
     logger.info(f"{noise.shape[0]} draws x {noise.shape[1]} scenes; the student samples in {args.steps_to} steps")
     val_audio, val_labels, val_refs = _val_scenes(args.config, args.val_scenes)
-    optimizer = torch.optim.AdamW(decoder.parameters(), lr=args.lr, weight_decay=0.01)
-    ema = copy.deepcopy(decoder).eval()
-    step, best = 0, -1.0
-    resume = out / "last.pt"
-    if resume.exists():
-        state = torch.load(resume, weights_only=False)
-        decoder.load_state_dict(state["decoder"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, best = state["step"], state["best"]
-        logger.info(f"resumed at step {step} (best val event-F1 {best:.3f})")
-    rng = np.random.default_rng(derive_seed(args.seed, step))
-    deadline = time.monotonic() + args.max_minutes * 60
-    log = (out / "metrics.jsonl").open("a")
+    run = _Run(student, "decoder", args, warmup=50)
     times = torch.linspace(1.0, 0.0, args.steps_to + 1)
 
     def evaluate_and_keep() -> None:
-        nonlocal best
-        swapped = student.decoder
-        student.decoder = ema
-        metrics = {f"steps_{n}": _validate(student, val_audio, val_labels, n) for n in (1, args.steps_to)}
-        score = metrics[f"steps_{args.steps_to}"]["event_f1"]
-        logger.info(f"step {step}: val event-F1 at 1 / {args.steps_to} steps "
-                    f"{metrics['steps_1']['event_f1']:.3f} / {score:.3f}, broken "
-                    f"{metrics[f'steps_{args.steps_to}']['broken']:.2f}, e.g. "
-                    f"{metrics[f'steps_{args.steps_to}']['examples'][0]!r} (reference {val_refs[0]!r})")
-        log.write(json.dumps({"step": step, **metrics}) + "\n")
-        log.flush()
-        if score > best:
-            best = score
-            save_captioner(student, out / "best", {"step": step, "validation": metrics, "sampler_steps":
-                                                   args.steps_to, "distilled_from": str(args.teacher)})
-        student.decoder = swapped
+        with run.ema_weights() as model:
+            metrics = {f"steps_{n}": _validate(model, val_audio, val_labels, n) for n in (1, args.steps_to)}
+        mine = metrics[f"steps_{args.steps_to}"]
+        logger.info(f"step {run.step}: val event-F1 at 1 / {args.steps_to} steps "
+                    f"{metrics['steps_1']['event_f1']:.3f} / {mine['event_f1']:.3f}, broken {mine['broken']:.2f}, "
+                    f"e.g. {mine['examples'][0]!r} (reference {val_refs[0]!r})")
+        run.record(metrics, mine["event_f1"], {"sampler_steps": args.steps_to, "distilled_from": str(args.teacher)})
 
-    if step == 0:
+    if run.step == 0:
         evaluate_and_keep()
-    while step < args.steps and time.monotonic() < deadline:
-        decoder.train()
-        draws = torch.from_numpy(rng.integers(noise.shape[0], size=args.batch))
-        rows = torch.from_numpy(rng.integers(noise.shape[1], size=args.batch))
+    while run.running():
+        draws = torch.from_numpy(run.rng.integers(noise.shape[0], size=args.batch))
+        rows = torch.from_numpy(run.rng.integers(noise.shape[1], size=args.batch))
         target = targets[draws, rows]
         weights = _token_weights(target, student.eos_id)
         audio = decoder.prepare_audio(torch.from_numpy(features[rows.numpy()]).float())
         x = noise[draws, rows].float()
         self_cond = torch.zeros_like(x)
-        lr = args.lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         loss = torch.zeros(())
         for i in range(args.steps_to):
             t, t_next = times[i].expand(args.batch), times[i + 1].expand(args.batch)
@@ -410,40 +413,22 @@ def sampler(args: argparse.Namespace) -> None:
             x0 = decoder.expected_embedding(logits).detach()
             self_cond = x0
             x = decoder.ddim_step(x, x0, t, t_next)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
-        optimizer.step()
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema.parameters(), decoder.parameters(), strict=True):
-                e.lerp_(p, 1 - decay)
-        step += 1
-        if step % 50 == 0:
-            logger.info(f"step {step}: loss {loss.item():.3f}, lr {lr:.2e}")
-        if step % args.every == 0:
+        run.update(loss)
+        if run.step % args.every == 0:
             evaluate_and_keep()
-            torch.save({"decoder": decoder.state_dict(), "ema": ema.state_dict(),
-                        "optimizer": optimizer.state_dict(), "step": step, "best": best}, resume)
-    if step % args.every:
+    if run.step % args.every:
         evaluate_and_keep()
-        torch.save({"decoder": decoder.state_dict(), "ema": ema.state_dict(),
-                    "optimizer": optimizer.state_dict(), "step": step, "best": best}, resume)
-    logger.info(f"stopped at step {step}; best val event-F1 {best:.3f} in {out / 'best'}")
-
+    run.finish()
 
 def stream(args: argparse.Namespace) -> None:
     """A streaming encoder learns the whole-window encoder's features (and event logits) from audio."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     teacher = load_captioner(args.teacher).float().eval()
     dims = type(teacher.dims).from_dict({**teacher.dims.to_dict(), "encoder_chunk_seconds": args.chunk_seconds,
                                          "encoder_chunk_layers": args.chunk_layers})
     student = Captioner(dims, teacher.tokenizer)
     student.load_state_dict(teacher.state_dict())
-    encoder = student.encoder
     features = _features(Path(args.data))
     source, samples = _scene_source(args.config, derive_seed(_TEACH_SEED, 0))
     per_shard = args.shard_size
@@ -451,81 +436,39 @@ def stream(args: argparse.Namespace) -> None:
     with torch.inference_mode():
         val_features = torch.cat([teacher.encode_audio(torch.from_numpy(val_audio[i : i + 32]))
                                   for i in range(0, len(val_audio), 32)])
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=args.lr, weight_decay=0.01)
-    ema = copy.deepcopy(encoder).eval()
-    step, best = 0, -1.0
-    resume = out / "last.pt"
-    if resume.exists():
-        state = torch.load(resume, weights_only=False)
-        encoder.load_state_dict(state["encoder"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, best = state["step"], state["best"]
-        logger.info(f"resumed at step {step} (best val event-F1 {best:.3f})")
-    rng = np.random.default_rng(derive_seed(args.seed, step))
-    deadline = time.monotonic() + args.max_minutes * 60
-    log = (out / "metrics.jsonl").open("a")
+    run = _Run(student, "encoder", args, warmup=50)
     scale = float(torch.from_numpy(features[:512]).float().square().mean())  # features' mean square
 
     def evaluate_and_keep() -> None:
-        nonlocal best
-        swapped = student.encoder
-        student.encoder = ema
-        with torch.inference_mode():
-            mine = torch.cat([student.encode_audio(torch.from_numpy(val_audio[i : i + 32]))
+        with run.ema_weights() as model, torch.inference_mode():
+            mine = torch.cat([model.encode_audio(torch.from_numpy(val_audio[i : i + 32]))
                               for i in range(0, len(val_audio), 32)])
-        error = float((mine - val_features).norm() / val_features.norm())
-        metrics = {"relative_error": error, **_validate(student, val_audio, val_labels, args.val_steps)}
-        logger.info(f"step {step}: val feature error {error:.3f}, event-F1 {metrics['event_f1']:.3f}, broken "
+            error = float((mine - val_features).norm() / val_features.norm())
+        with run.ema_weights() as model:
+            metrics = {"relative_error": error, **_validate(model, val_audio, val_labels, args.val_steps)}
+        logger.info(f"step {run.step}: val feature error {error:.3f}, event-F1 {metrics['event_f1']:.3f}, broken "
                     f"{metrics['broken']:.2f}, e.g. {metrics['examples'][0]!r} (reference {val_refs[0]!r})")
-        log.write(json.dumps({"step": step, **metrics}) + "\n")
-        log.flush()
-        if metrics["event_f1"] > best:
-            best = metrics["event_f1"]
-            save_captioner(student, out / "best", {"step": step, "validation": metrics,
-                                                   "encoder_distilled_from": str(args.teacher)})
-        student.encoder = swapped
+        run.record(metrics, metrics["event_f1"], {"encoder_distilled_from": str(args.teacher)})
 
-    def save_resume() -> None:
-        torch.save({"encoder": encoder.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                    "step": step, "best": best}, resume)
-
-    if step == 0:
+    if run.step == 0:
         evaluate_and_keep()
-    while step < args.steps and time.monotonic() < deadline:
-        encoder.train()
-        rows = rng.integers(len(features), size=args.batch)
+    while run.running():
+        rows = run.rng.integers(len(features), size=args.batch)
         scenes = [source.scene(int(row) // per_shard, 0, int(row) % per_shard) for row in rows]
         audio = torch.from_numpy(np.stack([fit_samples(scene.audio, samples) for scene in scenes]))
         target = torch.from_numpy(features[rows]).float()
-        lr = args.lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         mine = student.encode_audio(audio)
         loss = (mine - target).square().mean() / scale
         if student.events is not None:  # the event head reads the same features: keep its view too
             with torch.no_grad():
                 wanted = torch.sigmoid(teacher.events(target))
             loss = loss + F.binary_cross_entropy_with_logits(student.events(mine), wanted)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
-        optimizer.step()
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema.parameters(), encoder.parameters(), strict=True):
-                e.lerp_(p, 1 - decay)
-        step += 1
-        if step % 25 == 0:
-            logger.info(f"step {step}: loss {loss.item():.4f}, lr {lr:.2e}")
-        if step % args.every == 0:
+        run.update(loss)
+        if run.step % args.every == 0:
             evaluate_and_keep()
-            save_resume()
-    if step % args.every:
+    if run.step % args.every:
         evaluate_and_keep()
-        save_resume()
-    logger.info(f"stopped at step {step}; best val event-F1 {best:.3f} in {out / 'best'}")
-
+    run.finish()
 
 def graft(args: argparse.Namespace) -> None:
     """A model's decoder on another checkpoint's encoder and event head (the distilled streaming
