@@ -54,7 +54,7 @@ import copy
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -262,7 +262,17 @@ class _Run:
             torch.save({self.name: self.module.state_dict(), "ema": self.ema.state_dict(),
                         "optimizer": self.optimizer.state_dict(), "step": self.step, "best": self.best}, self.resume)
 
-    def finish(self) -> None:
+    def train(self, loss: Callable[[], torch.Tensor], evaluate: Callable[[], None]) -> None:
+        """Validate at step 0, then step on ``loss()`` until --steps or --max-minutes, validating
+        every --every steps and at the end."""
+        if self.step == 0:
+            evaluate()
+        while self.running():
+            self.update(loss())
+            if self.step % self.args.every == 0:
+                evaluate()
+        if self.step % self.args.every:
+            evaluate()
         logger.info(f"stopped at step {self.step}; best val event-F1 {self.best:.3f} in {self.out / 'best'}")
 
 
@@ -288,28 +298,23 @@ def train(args: argparse.Namespace) -> None:
     run = _Run(student, "decoder", args, warmup=100, reset_ema=args.reset_ema)
 
     def evaluate_and_keep() -> None:
+        nonlocal features, tokens, weights, code_table
+        if len(list(Path(args.data).glob("shard-*[0-9].npz"))) * args.shard_size > len(features):
+            features, tokens, weights, code_table = load()  # 'teach' is still writing shards
         with run.ema_weights() as model:
             metrics = _validate(model, val_audio, val_labels, args.val_steps)
         logger.info(f"step {run.step}: val event-F1 {metrics['event_f1']:.3f}, broken {metrics['broken']:.2f}, "
                     f"e.g. {metrics['examples'][0]!r} (reference {val_refs[0]!r})")
         run.record(metrics, metrics["event_f1"], {"distilled_from": str(args.teacher), "run": str(run.out)})
 
-    if run.step == 0:
-        evaluate_and_keep()
-    while run.running():
+    def loss() -> torch.Tensor:
         rows = torch.from_numpy(run.rng.integers(len(features), size=args.batch))
         pick = torch.from_numpy(run.rng.integers(tokens.shape[1], size=args.batch))
         audio = torch.from_numpy(features[rows.numpy()]).float()
-        losses = decoder.loss(tokens[rows, pick], audio, weights[rows, pick], self_cond_prob=0.5, unroll_prob=0.5,
-                              codes=code_table[rows, pick] if decoder.wording is not None else None)
-        run.update(losses.total)
-        if run.step % args.every == 0:
-            if len(list(Path(args.data).glob("shard-*[0-9].npz"))) * args.shard_size > len(features):
-                features, tokens, weights, code_table = load()  # 'teach' is still writing shards
-            evaluate_and_keep()
-    if run.step % args.every:
-        evaluate_and_keep()
-    run.finish()
+        return decoder.loss(tokens[rows, pick], audio, weights[rows, pick], self_cond_prob=0.5, unroll_prob=0.5,
+                            codes=code_table[rows, pick] if decoder.wording is not None else None).total
+
+    run.train(loss, evaluate_and_keep)
 
 def _features(folder: Path) -> np.ndarray:
     paths = sorted(folder.glob("shard-*[0-9].npz"))
@@ -392,9 +397,7 @@ def sampler(args: argparse.Namespace) -> None:
                     f"e.g. {mine['examples'][0]!r} (reference {val_refs[0]!r})")
         run.record(metrics, mine["event_f1"], {"sampler_steps": args.steps_to, "distilled_from": str(args.teacher)})
 
-    if run.step == 0:
-        evaluate_and_keep()
-    while run.running():
+    def loss() -> torch.Tensor:
         draws = torch.from_numpy(run.rng.integers(noise.shape[0], size=args.batch))
         rows = torch.from_numpy(run.rng.integers(noise.shape[1], size=args.batch))
         target = targets[draws, rows]
@@ -402,23 +405,21 @@ def sampler(args: argparse.Namespace) -> None:
         audio = decoder.prepare_audio(torch.from_numpy(features[rows.numpy()]).float())
         x = noise[draws, rows].float()
         self_cond = torch.zeros_like(x)
-        loss = torch.zeros(())
+        total = torch.zeros(())
         for i in range(args.steps_to):
             t, t_next = times[i].expand(args.batch), times[i + 1].expand(args.batch)
             logits = decoder(x, t, self_cond, audio)
             token_loss = F.cross_entropy(logits.transpose(1, 2).float(), target, reduction="none")
-            loss = loss + (token_loss * weights).sum() / weights.sum() / args.steps_to
+            total = total + (token_loss * weights).sum() / weights.sum() / args.steps_to
             # The next step's inputs are the student's own estimates, as at inference (no gradient
             # through them: each step learns to finish from where the previous one left off).
             x0 = decoder.expected_embedding(logits).detach()
             self_cond = x0
             x = decoder.ddim_step(x, x0, t, t_next)
-        run.update(loss)
-        if run.step % args.every == 0:
-            evaluate_and_keep()
-    if run.step % args.every:
-        evaluate_and_keep()
-    run.finish()
+        return total
+
+    run.train(loss, evaluate_and_keep)
+
 
 def stream(args: argparse.Namespace) -> None:
     """A streaming encoder learns the whole-window encoder's features (and event logits) from audio."""
@@ -450,25 +451,21 @@ def stream(args: argparse.Namespace) -> None:
                     f"{metrics['broken']:.2f}, e.g. {metrics['examples'][0]!r} (reference {val_refs[0]!r})")
         run.record(metrics, metrics["event_f1"], {"encoder_distilled_from": str(args.teacher)})
 
-    if run.step == 0:
-        evaluate_and_keep()
-    while run.running():
+    def loss() -> torch.Tensor:
         rows = run.rng.integers(len(features), size=args.batch)
         scenes = [source.scene(int(row) // per_shard, 0, int(row) % per_shard) for row in rows]
         audio = torch.from_numpy(np.stack([fit_samples(scene.audio, samples) for scene in scenes]))
         target = torch.from_numpy(features[rows]).float()
         mine = student.encode_audio(audio)
-        loss = (mine - target).square().mean() / scale
+        total = (mine - target).square().mean() / scale
         if student.events is not None:  # the event head reads the same features: keep its view too
             with torch.no_grad():
                 wanted = torch.sigmoid(teacher.events(target))
-            loss = loss + F.binary_cross_entropy_with_logits(student.events(mine), wanted)
-        run.update(loss)
-        if run.step % args.every == 0:
-            evaluate_and_keep()
-    if run.step % args.every:
-        evaluate_and_keep()
-    run.finish()
+            total = total + F.binary_cross_entropy_with_logits(student.events(mine), wanted)
+        return total
+
+    run.train(loss, evaluate_and_keep)
+
 
 def graft(args: argparse.Namespace) -> None:
     """A model's decoder on another checkpoint's encoder and event head (the distilled streaming
@@ -495,6 +492,23 @@ def half(args: argparse.Namespace) -> None:
     logger.info(f"{args.out}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters as fp16")
 
 
+def _training_arguments(parser: argparse.ArgumentParser, steps: int, batch: int, lr: float, ema: float, every: int,
+                        minutes: float) -> None:
+    """The options every training step (train, sampler, stream) reads through ``_Run``, with its defaults."""
+    parser.add_argument("--config", default="configs/finetune-ar-tiny-cpu.yaml")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--ema", type=float, default=ema)
+    parser.add_argument("--every", type=int, default=every)
+    parser.add_argument("--val-scenes", type=int, default=128)
+    parser.add_argument("--max-minutes", type=float, default=minutes)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -513,23 +527,12 @@ def main() -> None:
     s = sub.add_parser("train")
     s.add_argument("--teacher", required=True)
     s.add_argument("--student", default="edge_dac/assets/model")
-    s.add_argument("--config", default="configs/finetune-ar-tiny-cpu.yaml")
-    s.add_argument("--data", required=True)
-    s.add_argument("--out", required=True)
+    _training_arguments(s, steps=20000, batch=64, lr=5e-4, ema=0.998, every=500, minutes=60)
     s.add_argument("--target", choices=("reference", "beam", "family"), default="family",
                    help="the five references under their families' codes, the most likely one, or the beam caption")
     s.add_argument("--shard-size", type=int, default=512)
-    s.add_argument("--steps", type=int, default=20000)
-    s.add_argument("--batch", type=int, default=64)
-    s.add_argument("--lr", type=float, default=5e-4)
-    s.add_argument("--ema", type=float, default=0.998)
     s.add_argument("--reset-ema", action="store_true", help="on resuming, restart the EMA from the weights")
-    s.add_argument("--every", type=int, default=500)
-    s.add_argument("--val-scenes", type=int, default=128)
     s.add_argument("--val-steps", type=int, default=6)
-    s.add_argument("--max-minutes", type=float, default=60)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int, default=1)
     q = sub.add_parser("sampler-teach")
     q.add_argument("--teacher", default="edge_dac/assets/model")
     q.add_argument("--teacher-steps", type=int, default=10)
@@ -540,37 +543,15 @@ def main() -> None:
     q.add_argument("--threads", type=int, default=1)
     r = sub.add_parser("sampler")
     r.add_argument("--teacher", default="edge_dac/assets/model")
-    r.add_argument("--config", default="configs/finetune-ar-tiny-cpu.yaml")
-    r.add_argument("--data", required=True)
-    r.add_argument("--out", required=True)
     r.add_argument("--steps-to", type=int, default=2, help="sampler steps the student decodes in")
-    r.add_argument("--steps", type=int, default=3000)
-    r.add_argument("--batch", type=int, default=64)
-    r.add_argument("--lr", type=float, default=2e-4)
-    r.add_argument("--ema", type=float, default=0.998)
-    r.add_argument("--every", type=int, default=250)
-    r.add_argument("--val-scenes", type=int, default=128)
-    r.add_argument("--max-minutes", type=float, default=90)
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--threads", type=int, default=1)
+    _training_arguments(r, steps=3000, batch=64, lr=2e-4, ema=0.998, every=250, minutes=90)
     e = sub.add_parser("stream")
     e.add_argument("--teacher", default="edge_dac/assets/model")
-    e.add_argument("--config", default="configs/finetune-ar-tiny-cpu.yaml")
-    e.add_argument("--data", required=True)
-    e.add_argument("--out", required=True)
     e.add_argument("--chunk-seconds", type=float, default=2.0)
     e.add_argument("--chunk-layers", type=int, default=2)
     e.add_argument("--shard-size", type=int, default=512)
-    e.add_argument("--steps", type=int, default=2000)
-    e.add_argument("--batch", type=int, default=32)
-    e.add_argument("--lr", type=float, default=3e-4)
-    e.add_argument("--ema", type=float, default=0.995)
-    e.add_argument("--every", type=int, default=100)
-    e.add_argument("--val-scenes", type=int, default=128)
     e.add_argument("--val-steps", type=int, default=10)
-    e.add_argument("--max-minutes", type=float, default=60)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--threads", type=int, default=1)
+    _training_arguments(e, steps=2000, batch=32, lr=3e-4, ema=0.995, every=100, minutes=60)
     g = sub.add_parser("graft")
     g.add_argument("--decoder", required=True)
     g.add_argument("--encoder", required=True)
