@@ -249,6 +249,9 @@ def test_a_streaming_encoder_encodes_a_window_as_its_chunks_one_at_a_time():
         assert torch.allclose(streaming.encoder.encode_chunk(streaming.frontend(later[:, :chunk])), pieces[0][:3])
         assert not torch.allclose(streaming.encode_audio(later)[:, :2], whole[:, :2], atol=1e-4)
         assert whole.shape == model.encode_audio(audio).shape
+        # A clip that is not a whole number of chunks keeps its tail, as a shorter last chunk.
+        short = audio[:, : dims.max_audio_samples - chunk // 2]
+        assert streaming.encode_audio(short).shape == model.encode_audio(short).shape
 
 
 def test_tokenizer_is_deterministic_and_keeps_whole_words():

@@ -78,9 +78,12 @@ class AudioEncoder(nn.Module):
         if not self.chunk_frames or mel.shape[-1] <= self.chunk_frames:
             return self.mix(self.encode_chunk(mel))
         batch, chunks = mel.shape[0], mel.shape[-1] // self.chunk_frames
-        pieces = mel[..., : chunks * self.chunk_frames].unflatten(-1, (chunks, self.chunk_frames)).transpose(1, 2)
-        features = self.encode_chunk(pieces.flatten(0, 1))
-        return self.mix(features.unflatten(0, (batch, chunks)).flatten(1, 2))
+        whole = chunks * self.chunk_frames
+        pieces = mel[..., :whole].unflatten(-1, (chunks, self.chunk_frames)).transpose(1, 2)
+        features = self.encode_chunk(pieces.flatten(0, 1)).unflatten(0, (batch, chunks)).flatten(1, 2)
+        if mel.shape[-1] > whole:  # a shorter last chunk, on its own like the others
+            features = torch.cat([features, self.encode_chunk(mel[..., whole:])], dim=1)
+        return self.mix(features)
 
     def encode_chunk(self, mel: torch.Tensor) -> torch.Tensor:
         """(batch, n_mels, chunk frames) -> the chunk's features before the window-level blocks."""

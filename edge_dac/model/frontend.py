@@ -61,9 +61,12 @@ class LogMel(nn.Module):
             # A streaming encoder's window: each chunk on its own (its own peak, no spectral frames
             # across chunk edges), exactly as when the chunks arrive one hop at a time.
             batch, chunks = audio.shape[0], audio.shape[-1] // self.chunk_samples
-            pieces = audio[..., : chunks * self.chunk_samples].reshape(batch * chunks, self.chunk_samples)
-            mel = self.log_mel(pieces)
-            return mel.unflatten(0, (batch, chunks)).transpose(1, 2).flatten(2)
+            whole = chunks * self.chunk_samples
+            mel = self.log_mel(audio[..., :whole].reshape(batch * chunks, self.chunk_samples))
+            mel = mel.unflatten(0, (batch, chunks)).transpose(1, 2).flatten(2)
+            if audio.shape[-1] > whole:  # a shorter last chunk, on its own like the others
+                mel = torch.cat([mel, self.log_mel(audio[..., whole:])], dim=-1)
+            return mel
         return self.log_mel(audio)
 
     def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
