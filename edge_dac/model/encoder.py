@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from edge_dac.model.dims import ModelDims
+from edge_dac.model.frontend import each_chunk
 from edge_dac.model.layers import Block, sinusoids
 
 _CNN_BLOCKS = 3  # each halves the mel bins: 64 -> 8
@@ -75,15 +76,9 @@ class AudioEncoder(nn.Module):
         self.chunk_layers = dims.encoder_chunk_layers
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        if not self.chunk_frames or mel.shape[-1] <= self.chunk_frames:
+        if not self.chunk_frames:
             return self.mix(self.encode_chunk(mel))
-        batch, chunks = mel.shape[0], mel.shape[-1] // self.chunk_frames
-        whole = chunks * self.chunk_frames
-        pieces = mel[..., :whole].unflatten(-1, (chunks, self.chunk_frames)).transpose(1, 2)
-        features = self.encode_chunk(pieces.flatten(0, 1)).unflatten(0, (batch, chunks)).flatten(1, 2)
-        if mel.shape[-1] > whole:  # a shorter last chunk, on its own like the others
-            features = torch.cat([features, self.encode_chunk(mel[..., whole:])], dim=1)
-        return self.mix(features)
+        return self.mix(each_chunk(mel, self.chunk_frames, self.encode_chunk, time_dim=1))
 
     def encode_chunk(self, mel: torch.Tensor) -> torch.Tensor:
         """(batch, n_mels, chunk frames) -> the chunk's features before the window-level blocks."""

@@ -8,6 +8,7 @@ tensors). Normalisation follows Whisper: log10, clamp to 8 decades below the cli
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -39,6 +40,23 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0
     return filters.astype(np.float32)
 
 
+def each_chunk(
+    x: torch.Tensor, size: int, fn: Callable[[torch.Tensor], torch.Tensor], time_dim: int
+) -> torch.Tensor:
+    """``fn`` on (batch, ..., time) ``x`` cut along its last axis into chunks of ``size`` (a shorter
+    last one on its own), every chunk alone as one batch; the outputs joined in time order along
+    their ``time_dim``. How a streaming encoder's window is computed as its chunks."""
+    if x.shape[-1] <= size:
+        return fn(x)
+    batch, chunks = x.shape[0], x.shape[-1] // size
+    whole = chunks * size
+    pieces = x[..., :whole].unflatten(-1, (chunks, size)).movedim(-2, 1).flatten(0, 1)
+    out = fn(pieces).unflatten(0, (batch, chunks)).movedim(1, time_dim).flatten(time_dim, time_dim + 1)
+    if x.shape[-1] > whole:
+        out = torch.cat([out, fn(x[..., whole:])], dim=time_dim)
+    return out
+
+
 class LogMel(nn.Module):
     """(batch, samples) float waveform at ``dims.sample_rate`` -> (batch, n_mels, samples // hop)."""
 
@@ -57,16 +75,10 @@ class LogMel(nn.Module):
         self.chunk_samples = dims.encoder_chunk_samples
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        if self.chunk_samples and audio.shape[-1] > self.chunk_samples:
+        if self.chunk_samples:
             # A streaming encoder's window: each chunk on its own (its own peak, no spectral frames
             # across chunk edges), exactly as when the chunks arrive one hop at a time.
-            batch, chunks = audio.shape[0], audio.shape[-1] // self.chunk_samples
-            whole = chunks * self.chunk_samples
-            mel = self.log_mel(audio[..., :whole].reshape(batch * chunks, self.chunk_samples))
-            mel = mel.unflatten(0, (batch, chunks)).transpose(1, 2).flatten(2)
-            if audio.shape[-1] > whole:  # a shorter last chunk, on its own like the others
-                mel = torch.cat([mel, self.log_mel(audio[..., whole:])], dim=-1)
-            return mel
+            return each_chunk(audio, self.chunk_samples, self.log_mel, time_dim=2)
         return self.log_mel(audio)
 
     def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
