@@ -65,11 +65,12 @@ class OnnxRuntimeBackend(Backend):
     def build(self, captioner: Captioner, folder: Path, precision: str, max_batch: int | None, device: str) -> dict:
         programs = export_programs(captioner.cpu().eval())
         step_file = STEP_FP32_FILE if precision == "int8" else STEP_FILE
-        _to_onnx(programs["audio"], folder / AUDIO_FILE, AUDIO_INPUTS, AUDIO_OUTPUTS)
-        _to_onnx(programs["step"], folder / step_file, step_inputs(captioner.dims), STEP_OUTPUTS)
-        if "chunk" in programs:
+        if "chunk" in programs:  # a streaming encoder: its chunk and mix graphs replace the audio graph
             _to_onnx(programs["chunk"], folder / CHUNK_FILE, CHUNK_INPUTS, CHUNK_OUTPUTS)
             _to_onnx(programs["mix"], folder / MIX_FILE, MIX_INPUTS, AUDIO_OUTPUTS)
+        else:
+            _to_onnx(programs["audio"], folder / AUDIO_FILE, AUDIO_INPUTS, AUDIO_OUTPUTS)
+        _to_onnx(programs["step"], folder / step_file, step_inputs(captioner.dims), STEP_OUTPUTS)
         if precision != "int8":
             return {}
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -87,7 +88,7 @@ class OnnxRuntimeBackend(Backend):
         return {"quality": quality}
 
     def load(self, captioner: Captioner, folder: Path, precision: str, device: str, threads: int | None):
-        return OnnxRuntimeRunner(folder / AUDIO_FILE, folder / STEP_FILE, threads, captioner.dims.encoder_chunk_samples)
+        return OnnxRuntimeRunner(folder, STEP_FILE, threads, captioner.dims.encoder_chunk_samples)
 
 
 def _to_onnx(program: torch.export.ExportedProgram, path: Path, inputs, outputs) -> None:
@@ -112,9 +113,10 @@ def _quiet(name: str):
 
 
 class OnnxRuntimeRunner:
-    """``chunk_samples``: a streaming encoder's chunk; its chunk and mix graphs then replace the audio graph."""
+    """The graphs in ``folder``; ``chunk_samples``: a streaming encoder's chunk, whose chunk and mix
+    graphs then replace the audio graph."""
 
-    def __init__(self, audio_path: Path, step_path: Path, threads: int | None, chunk_samples: int = 0):
+    def __init__(self, folder: Path, step_file: str, threads: int | None, chunk_samples: int = 0):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
@@ -135,7 +137,6 @@ class OnnxRuntimeRunner:
         providers = ["CPUExecutionProvider"]
         self.chunks = self.mix = None
         if chunk_samples:
-            folder = audio_path.parent
             chunk_session = onnxruntime.InferenceSession(str(folder / CHUNK_FILE), options, providers=providers)
             self.mix = onnxruntime.InferenceSession(str(folder / MIX_FILE), options, providers=providers)
 
@@ -144,8 +145,8 @@ class OnnxRuntimeRunner:
 
             self.chunks = ChunkCache(chunk_samples, encode)
         else:
-            self.audio = onnxruntime.InferenceSession(str(audio_path), options, providers=providers)
-        self.step_session = onnxruntime.InferenceSession(str(step_path), options, providers=providers)
+            self.audio = onnxruntime.InferenceSession(str(folder / AUDIO_FILE), options, providers=providers)
+        self.step_session = onnxruntime.InferenceSession(str(folder / step_file), options, providers=providers)
         self.reads_code = "code" in {node.name for node in self.step_session.get_inputs()}
 
     def context(self, windows: torch.Tensor, candidates: int) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +183,7 @@ def int8_quality(captioner: Captioner, folder: Path, steps: int = 6, candidates:
     captions = {}
     tokens = {}
     for name, step_file in (("fp32", STEP_FP32_FILE), ("int8", STEP_FILE)):
-        runner = OnnxRuntimeRunner(folder / AUDIO_FILE, folder / step_file, None, captioner.dims.encoder_chunk_samples)
+        runner = OnnxRuntimeRunner(folder, step_file, None, captioner.dims.encoder_chunk_samples)
         engine = CaptionEngine(captioner, "quality-check", runner=runner)
         results = engine.caption(windows, steps=steps, candidates=candidates)
         captions[name] = [result[0].caption for result in results]
