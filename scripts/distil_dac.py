@@ -151,12 +151,18 @@ def _student(teacher: Captioner, student_path: str, codes: int) -> Captioner:
     return student
 
 
-def _load_shards(folder: Path, target: str) -> tuple[np.ndarray, list[list[str]], list[list[int]]]:
-    """Features and, per scene, its target captions with their wording codes: one (the beam
-    caption or the most likely reference, code 0) or all five references under their families' codes."""
+def _shards(folder: Path) -> list[Path]:
+    """``teach``'s finished shards, in order (a shard being written is a .tmp.npz)."""
     paths = sorted(folder.glob("shard-*[0-9].npz"))
     if not paths:
         raise SystemExit(f"{folder}: no shards; run 'teach' first")
+    return paths
+
+
+def _load_shards(folder: Path, target: str) -> tuple[np.ndarray, list[list[str]], list[list[int]]]:
+    """Features and, per scene, its target captions with their wording codes: one (the beam
+    caption or the most likely reference, code 0) or all five references under their families' codes."""
+    paths = _shards(folder)
     seed = derive_seed(_TEACH_SEED, 0)
     features, targets, codes = [], [], []
     for path in paths:
@@ -299,7 +305,7 @@ def train(args: argparse.Namespace) -> None:
 
     def evaluate_and_keep() -> None:
         nonlocal features, tokens, weights, code_table
-        if len(list(Path(args.data).glob("shard-*[0-9].npz"))) * args.shard_size > len(features):
+        if len(_shards(Path(args.data))) * args.shard_size > len(features):
             features, tokens, weights, code_table = load()  # 'teach' is still writing shards
         with run.ema_weights() as model:
             metrics = _validate(model, val_audio, val_labels, args.val_steps)
@@ -317,10 +323,7 @@ def train(args: argparse.Namespace) -> None:
     run.train(loss, evaluate_and_keep)
 
 def _features(folder: Path) -> np.ndarray:
-    paths = sorted(folder.glob("shard-*[0-9].npz"))
-    if not paths:
-        raise SystemExit(f"{folder}: no shards; run 'teach' first")
-    return np.concatenate([np.load(path)["features"] for path in paths])
+    return np.concatenate([np.load(path)["features"] for path in _shards(folder)])
 
 
 def sampler_teach(args: argparse.Namespace) -> None:
@@ -441,11 +444,11 @@ def stream(args: argparse.Namespace) -> None:
     scale = float(torch.from_numpy(features[:512]).float().square().mean())  # features' mean square
 
     def evaluate_and_keep() -> None:
-        with run.ema_weights() as model, torch.inference_mode():
-            mine = torch.cat([model.encode_audio(torch.from_numpy(val_audio[i : i + 32]))
-                              for i in range(0, len(val_audio), 32)])
-            error = float((mine - val_features).norm() / val_features.norm())
         with run.ema_weights() as model:
+            with torch.inference_mode():
+                mine = torch.cat([model.encode_audio(torch.from_numpy(val_audio[i : i + 32]))
+                                  for i in range(0, len(val_audio), 32)])
+            error = float((mine - val_features).norm() / val_features.norm())
             metrics = {"relative_error": error, **_validate(model, val_audio, val_labels, args.val_steps)}
         logger.info(f"step {run.step}: val feature error {error:.3f}, event-F1 {metrics['event_f1']:.3f}, broken "
                     f"{metrics['broken']:.2f}, e.g. {metrics['examples'][0]!r} (reference {val_refs[0]!r})")
