@@ -17,9 +17,17 @@ fraction (positive: the device runs fast). The time constant ``tau`` grows from 
 slow and insensitive to jitter. It is a type-2 loop: a constant rate error leaves no lasting phase
 error.
 
+A phase error beyond ``MAX_PHASE_S`` is a step (the audio server re-buffered, say), not a rate error:
+it is slewed out at up to ``MAX_SLEW`` and kept from the loop, so it is gone in seconds and the drift
+estimate does not wind up. A clock ahead of the least delayed arrival (audio times later than the
+samples reached the process) is certainly wrong, since no sample arrives before it was recorded, and
+is slewed at once; one behind only after ``LATE_AFTER`` updates in a row (late arrivals alone, a
+stalled second, are no clock error).
+
 Guarantees: time is continuous and strictly increasing in the sample index, because the rate only
-changes at the newest sample seen (a breakpoint), stays within ``MAX_CORRECTION`` of nominal, and the
-phase input is limited to ``MAX_PHASE_S`` per update; and the time of a sample at or before the
+changes at the newest sample seen (a breakpoint), stays within ``MAX_CORRECTION`` of nominal (plus
+``MAX_SLEW`` while a step is slewed out), and the loop's phase input is limited to
+``MAX_PHASE_S`` per update; and the time of a sample at or before the
 newest breakpoint never changes afterwards, so a timestamp once published stays what it was (except
 for samples older than the last 3/4 ``MAX_BREAKPOINTS`` corrections, 51 minutes: their breakpoints are
 merged into one segment from the anchor at its mean rate, which moves them by at most the phase
@@ -41,8 +49,10 @@ from loguru import logger
 UPDATE_S = 1.0  # audio seconds between corrections
 TAU_MIN_S, TAU_MAX_S = 10.0, 60.0  # servo time constant while locking, and once locked
 MAX_CORRECTION = 2000e-6  # rate correction limit (2000 ppm); crystals are within +-100 ppm
-MAX_PHASE_S = 0.005  # phase error taken per update at most: a stalled second is not a clock error
+MAX_PHASE_S = 0.005  # the loop's phase input at most: beyond, a stalled second or a step, no rate error
+MAX_SLEW = 0.01  # how fast a step of the phase is slewed out (10 ms a second), beside the loop
 STEP_S, STEP_AFTER = 0.5, 3  # audio times this far behind the arrivals for this many updates: step forward
+LATE_AFTER = 10  # updates in a row more than MAX_PHASE_S behind the arrivals: a step, slewed out
 MAX_BREAKPOINTS = 4096  # about 68 min of corrections; older ones are merged
 
 
@@ -66,6 +76,8 @@ class AudioClock:
         self._behind = 0  # consecutive updates with audio times more than STEP_S behind
         self._last_end: int | None = None
         self._saturated = False
+        self._slewed = False  # the last update slewed a step of the phase out
+        self._late = 0  # consecutive updates with audio times more than MAX_PHASE_S behind
 
     # -- reading -----------------------------------------------------------------------------------
     def time_of(self, sample: int) -> float:
@@ -119,11 +131,26 @@ class AudioClock:
             self._breakpoint(sample, self._time_of(sample) + phase)
             self._behind = 0
             return
-        phase = min(max(phase, -MAX_PHASE_S), MAX_PHASE_S)
+        # A phase error beyond MAX_PHASE_S is a step, not a rate error (one within the loop's range
+        # makes at most 2 ms a second): the audio server re-buffered, say. Fed to the loop it would take
+        # minutes and wind up the drift estimate (an overshoot after), so it is slewed out within
+        # seconds instead and kept from the loop. Ahead of the least delayed arrival is certainly wrong
+        # (no sample arrives before it was recorded) and is slewed at once; behind may be late arrivals
+        # only (a stalled second), so it has to hold for LATE_AFTER updates in a row first.
+        # An interval the clock was slewed in measures the error from before the slew (its earliest
+        # blocks carry it whole), so it is not read; the loop holds its rate for it.
+        slew, slewed, self._slewed = 0.0, self._slewed, False
+        if not slewed:
+            self._late = self._late + 1 if phase > MAX_PHASE_S else 0
+            if phase < -MAX_PHASE_S or self._late >= LATE_AFTER:
+                slew = math.copysign(min(abs(phase) / elapsed, MAX_SLEW), -phase)
+                self._slewed = True
+        if slewed or abs(phase) > MAX_PHASE_S:
+            phase = 0.0  # the loop sees rate errors only
         self._locked_s += elapsed
         tau = min(max(self._locked_s / 3.0, TAU_MIN_S), TAU_MAX_S)
         self._drift = _limit(self._drift - phase / tau**2 * elapsed)
-        correction = _limit(self._drift - 2.0 * phase / tau)
+        correction = _limit(self._drift - 2.0 * phase / tau) + slew
         if abs(self._drift) >= MAX_CORRECTION and not self._saturated:
             self._saturated = True
             logger.warning(
