@@ -168,6 +168,7 @@ def main() -> int:
     parser.add_argument("--config", help="daemon YAML to start from (default: built-in defaults)")
     parser.add_argument("--audio", help="one file to play in a loop instead of the demo scenes")
     parser.add_argument("--save", help="write every caption message received (+ receipt time) to this JSONL file")
+    parser.add_argument("--plot", help="write latency, clock offset and measured drift over the run to this PNG")
     args = parser.parse_args()
 
     clips = demo_clips(args.audio)
@@ -194,6 +195,7 @@ def main() -> int:
     subscriber = Subscriber(endpoint)
     stats = ProcessStats(daemon.pid)
     latencies, daemon_latencies, processing, captions, factors = [], [], [], [], []
+    ahead, drifts = [], []  # (seconds since audio flowed, ms) per caption; (seconds, ppm) per status
     first_status = last_status = None
     started = cpu_start = None
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -209,12 +211,18 @@ def main() -> int:
                     last_status = message
                     if started is not None and message["real_time_factor"] is not None:
                         factors.append(message["real_time_factor"])  # each covers one heartbeat of audio
+                    if started is not None and message.get("drift_ppm") is not None:
+                        drifts.append((time.monotonic() - started, message["drift_ppm"]))
                     # Audio flows once the sample clock moves (the first callback comes 1-2 s after start).
                     if started is None and message["state"] == "running" and (message["audio"] or {}).get("end_sample"):
                         started, cpu_start, first_status = time.monotonic(), stats.cpu_seconds(), message
                 elif message["type"] == "caption" and started is not None:
                     latencies.append((received - unix_time(message["audio"]["end"])) * 1000)
                     daemon_latencies.append(message["latency_ms"])
+                    # The daemon counts from min(audio clock, arrival) and the subscriber from the audio
+                    # clock, so their difference (less the ~0.1 ms of transport) is how far the audio
+                    # clock put the window's end after its last sample had reached the process.
+                    ahead.append((time.monotonic() - started, message["latency_ms"] - latencies[-1]))
                     processing.append(message["processing_ms"])
                     captions.append({**message, "received_at": received})
             if started is not None:
@@ -242,6 +250,11 @@ def main() -> int:
             subprocess.run([str(VIRTUAL_MIC), "stop"], env=env)
     load_after = os.getloadavg()
 
+    if args.plot:
+        from edge_dac.evaluation.plots import plot_daemon_timeline
+
+        plot_daemon_timeline([(t / 60, ms, max(0.0, lead)) for (t, lead), ms in zip(ahead, latencies, strict=True)],
+                             [(t / 60, ppm) for t, ppm in drifts], args.plot)
     if args.save:
         Path(args.save).write_text("".join(json.dumps(m) + "\n" for m in captions))
     windows = {key: last_status["windows"][key] - first_status["windows"][key] for key in ("captioned", "silent")}
@@ -259,8 +272,15 @@ def main() -> int:
               "(engine busy time / audio time)")
     print(f"dropped windows:        {last_status['windows']['dropped']} (target 0); "
           f"input overflows: {last_status['source']['overflows']}")
-    if last_status.get("drift_ppm") is not None:
-        print(f"device clock drift:     {last_status['drift_ppm']:+.1f} ppm measured (audio times corrected for it)")
+    if last_status.get("drift_ppm") is not None and drifts:
+        print(f"device clock drift:     {last_status['drift_ppm']:+.1f} ppm measured at the end "
+              f"({min(d for _, d in drifts):+.1f} to {max(d for _, d in drifts):+.1f} over the run; "
+              "audio times corrected for it)")
+    if ahead:
+        offsets = [max(0.0, ms) for _, ms in ahead]
+        late = sum(ms > 5.0 for ms in offsets)
+        print(f"audio clock ahead:      {percentiles(offsets)} ms  window end on the audio clock after its "
+              f"arrival (daemon-side - subscriber latency); {late} windows by > 5 ms")
     print(f"CPU:                    {100 * (cpu_end - cpu_start) / elapsed:.1f} % of one core")
     print(f"peak RSS:               {peak_rss / 2**20:.0f} MB ({peak_how}; target <= 500)")
     print(f"scene words:            {matched}/{covered} windows covering a scene by >= {MIN_OVERLAP_S:.0f} s "

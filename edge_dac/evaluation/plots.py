@@ -134,3 +134,31 @@ def plot_quality_against_decode_time(
     figure.tight_layout()
     figure.savefig(path)
     return path
+
+
+def plot_daemon_timeline(
+    captions: Sequence[tuple[float, float, float]], drifts: Sequence[tuple[float, float]], path: str | Path
+) -> Path:
+    """``bench/daemon_latency.py`` over its run: per caption (minutes, latency ms window end ->
+    subscriber, audio clock ahead of the window's arrival ms) on top; the clock's measured device
+    drift (minutes, ppm) from the status heartbeats below."""
+    path = Path(path)
+    figure = _figure(10, 6)
+    latency, drift = figure.subplots(2, 1, sharex=True)
+    if captions:
+        minutes, to_subscriber, ahead = zip(*captions, strict=True)
+        latency.plot(minutes, to_subscriber, ".", markersize=3, label="window end -> subscriber")
+        latency.plot(minutes, ahead, ".", markersize=3, label="audio clock ahead of the window's arrival")
+    latency.set_ylabel("ms")
+    latency.grid(alpha=0.3)
+    latency.legend(loc="best", fontsize=8)
+    if drifts:
+        minutes, ppm = zip(*drifts, strict=True)
+        drift.plot(minutes, ppm, "-", color="tab:green")
+    drift.set_ylabel("measured device drift (ppm)")
+    drift.set_xlabel("minutes since audio flowed")
+    drift.grid(alpha=0.3)
+    figure.suptitle("daemon latency and its audio clock over the run", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
