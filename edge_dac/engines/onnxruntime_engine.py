@@ -123,16 +123,15 @@ class OnnxRuntimeRunner:
         options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's choice (the physical cores)
         options.inter_op_num_threads = 1  # the graphs are one chain of ops; parallel branches buy nothing
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # No arena and no memory pattern: ORT's CPU arena keeps the largest activations ever allocated
-        # (a batch of 4 windows through the audio graph: +150 MB) for the life of the process, and the
-        # pattern allocates each run's activations as one block; without them they are freed tensor by
-        # tensor. The daemon's peak RSS (VmHWM, shipped model, `run --source demo --fast --loop`, 150 s):
-        # 809 -> 484-487 MB with one window at a time through the audio graph (below) and daemon/memory.py.
-        # The cost is the arena: the audio graph takes ~25 % more CPU time a window (step graph unchanged),
-        # the engine ~14 % (bench/daemon_latency.py p50 on a busy 2-core machine). The arena kept and only
-        # the pattern off measured 493 MB with the audio graph at its old speed: the choice if the margin
-        # under 500 MB allows.
-        options.enable_cpu_mem_arena = False
+        # The arena on, the memory pattern off. With the audio graph run one window at a time (below),
+        # the arena holds one window's activations and reuses them, where glibc without it fragments:
+        # audio graph alone, 1 thread, shipped model, 3 interleaved runs of 40 windows: 39 ms against
+        # 52 ms a window, peak RSS 113 against 165 MB; bench/daemon_latency.py 300 s back to back beside
+        # two training runs: p50/p95 94/142 against 143/177 ms, peak RSS 431 against 427 MB, CPU 5.7
+        # against 7.5 % of a core. (When batches of 4 windows went through, the arena
+        # kept their +150 MB for the life of the process and was turned off; the pattern allocates each
+        # run's activations as one block and stays off.)
+        options.enable_cpu_mem_arena = True
         options.enable_mem_pattern = False
         providers = ["CPUExecutionProvider"]
         self.chunks = self.mix = None
