@@ -81,3 +81,23 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones(tmp_path, m
         "edge_dac/daemon/bad.py:4 imports edge_dac.data.catalog",
         "edge_dac/daemon/bad.py:5 imports edge_dac.data",
     ]
+
+
+def test_the_daemon_and_the_model_run_without_transformers():
+    """transformers costs a process ~20 MB of memory; the daemon captions with the model's own
+    tokenizer wrapper (``CaptionTokenizer``), so neither it nor a caption pulls transformers in
+    (the evaluation's SBERT still uses it). A real process: load the shipped model, caption a
+    second of noise, list what was imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; import edge_dac.daemon.run; from edge_dac.model import decode, load_captioner; "
+        "from edge_dac.const import default_model_dir; m = load_captioner(default_model_dir()); "
+        "print(decode(m, torch.randn(1, 16000) * 0.1)[0][0].caption); "
+        "print(sorted(n for n in sys.modules if n.split('.')[0] == 'transformers'))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    caption, modules = result.stdout.strip().splitlines()[-2:]
+    assert caption and modules == "[]", modules

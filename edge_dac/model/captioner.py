@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerFast
 
 from edge_dac.model.autoregressive import ARDecoder
 from edge_dac.model.decoding import Candidate, DecodingOptions, decode
@@ -18,11 +17,11 @@ from edge_dac.model.diffusion import DiffusionDecoder
 from edge_dac.model.dims import ModelDims
 from edge_dac.model.encoder import AudioEncoder, EventHead
 from edge_dac.model.frontend import LogMel
-from edge_dac.model.tokenizer import BOS, EOS, PAD, encode_caption
+from edge_dac.model.tokenizer import BOS, EOS, PAD, CaptionTokenizer, encode_caption
 
 
 class Captioner(nn.Module):
-    def __init__(self, dims: ModelDims, tokenizer: PreTrainedTokenizerFast):
+    def __init__(self, dims: ModelDims, tokenizer: CaptionTokenizer):
         super().__init__()
         dims.validate()
         if len(tokenizer) != dims.vocab_size:

@@ -1,8 +1,10 @@
 """Caption tokenizer: a WordPiece vocabulary built from the training captions, run by ``tokenizers``.
 
-Wrapped as a ``transformers.PreTrainedTokenizerFast`` and saved as ``tokenizer.json``. With the
-small vocabularies used here nearly every caption word is one token, which suits parallel
-(non-autoregressive) decoding: fewer positions, no words broken across tokens.
+Wrapped in ``CaptionTokenizer`` (the few calls of ``transformers.CaptionTokenizer`` the
+package makes, same results; transformers itself would cost a daemon ~20 MB of memory for nothing)
+and saved as ``tokenizer.json``. With the small vocabularies used here nearly every caption word is
+one token, which suits parallel (non-autoregressive) decoding: fewer positions, no words broken
+across tokens.
 """
 
 from __future__ import annotations
@@ -11,17 +13,50 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
 SPECIAL_TOKENS = [PAD, UNK, BOS, EOS]  # ids 0..3, fixed so every checkpoint agrees
+# Spaces the WordPiece decoder leaves before punctuation and English contractions ("dog 's").
+_CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
-def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token=PAD, unk_token=UNK, bos_token=BOS, eos_token=EOS
-    )
+class CaptionTokenizer:
+    """A ``tokenizers.Tokenizer`` with the special tokens registered, behind the subset of
+    ``transformers.CaptionTokenizer``'s interface the package uses."""
+
+    def __init__(self, backend: Tokenizer):
+        backend.add_special_tokens(SPECIAL_TOKENS)  # no-op when tokenizer.json already has them
+        self.backend_tokenizer = backend
+
+    def __len__(self) -> int:
+        return self.backend_tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def get_vocab(self) -> dict[str, int]:
+        return self.backend_tokenizer.get_vocab(with_added_tokens=True)
+
+    def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
+        """Ids of tokens; a token not in the vocabulary is [UNK]'s id."""
+        if isinstance(tokens, str):
+            found = self.backend_tokenizer.token_to_id(tokens)
+            return self.backend_tokenizer.token_to_id(UNK) if found is None else found
+        return [self.convert_tokens_to_ids(token) for token in tokens]
+
+    def add_tokens(self, tokens: list[str | AddedToken]) -> int:
+        return self.backend_tokenizer.add_tokens(tokens)
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return self.backend_tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(
+        self, ids: list[int], skip_special_tokens: bool = True, clean_up_tokenization_spaces: bool = True
+    ) -> str:
+        text = self.backend_tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+        if clean_up_tokenization_spaces:
+            for spaced, joined in _CLEAN_UP:
+                text = text.replace(spaced, joined)
+        return text
 
 
 def _base_tokenizer(vocab: dict[str, int]) -> Tokenizer:
@@ -32,7 +67,7 @@ def _base_tokenizer(vocab: dict[str, int]) -> Tokenizer:
     return tokenizer
 
 
-def train_tokenizer(captions: Iterable[str], vocab_size: int = 1000) -> PreTrainedTokenizerFast:
+def train_tokenizer(captions: Iterable[str], vocab_size: int = 1000) -> CaptionTokenizer:
     """A deterministic WordPiece vocabulary of about ``vocab_size`` tokens from caption texts.
 
     The vocabulary is the special tokens, every character seen (alone and as a ``##`` word piece,
@@ -54,30 +89,30 @@ def train_tokenizer(captions: Iterable[str], vocab_size: int = 1000) -> PreTrain
         if len(vocab) >= vocab_size:
             break
         vocab.setdefault(word, len(vocab))
-    return _wrap(_base_tokenizer(vocab))
+    return CaptionTokenizer(_base_tokenizer(vocab))
 
 
-def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+def load_tokenizer(path: str | Path) -> CaptionTokenizer:
     """Load a ``tokenizer.json`` written by :func:`save_tokenizer`."""
-    return _wrap(Tokenizer.from_file(str(path)))
+    return CaptionTokenizer(Tokenizer.from_file(str(path)))
 
 
-def save_tokenizer(tokenizer: PreTrainedTokenizerFast, path: str | Path) -> None:
+def save_tokenizer(tokenizer: CaptionTokenizer, path: str | Path) -> None:
     tokenizer.backend_tokenizer.save(str(path))
 
 
-def encode_caption(tokenizer: PreTrainedTokenizerFast, caption: str) -> list[int]:
+def encode_caption(tokenizer: CaptionTokenizer, caption: str) -> list[int]:
     """Token ids of a caption, without special tokens."""
     return tokenizer.encode(caption, add_special_tokens=False)
 
 
-def decode_tokens(tokenizer: PreTrainedTokenizerFast, ids: Iterable[int]) -> str:
+def decode_tokens(tokenizer: CaptionTokenizer, ids: Iterable[int]) -> str:
     """Text of token ids, special tokens dropped, punctuation re-attached."""
     text = tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=True).strip()
     # A word piece with nothing to attach to (a sampler's stray first token) is shown as a word.
     return text.removeprefix("##")
 
 
-def normalize_caption(tokenizer: PreTrainedTokenizerFast, caption: str) -> str:
+def normalize_caption(tokenizer: CaptionTokenizer, caption: str) -> str:
     """A caption as the model can write it (lowercased, re-spaced): the target of exact-match tests."""
     return decode_tokens(tokenizer, encode_caption(tokenizer, caption))

@@ -15,14 +15,13 @@ from collections.abc import Iterable
 
 import torch
 from tokenizers import AddedToken
-from transformers import PreTrainedTokenizerFast
 
 from edge_dac.errors import EdgeDacError
 from edge_dac.model.captioner import Captioner
-from edge_dac.model.tokenizer import UNK
+from edge_dac.model.tokenizer import UNK, CaptionTokenizer
 
 
-def unknown_words(tokenizer: PreTrainedTokenizerFast, captions: Iterable[str]) -> Counter:
+def unknown_words(tokenizer: CaptionTokenizer, captions: Iterable[str]) -> Counter:
     """Caption words (as the tokenizer splits and normalises them) that it maps to [UNK], with counts."""
     backend = tokenizer.backend_tokenizer
     unk_id = tokenizer.convert_tokens_to_ids(UNK)
@@ -33,7 +32,7 @@ def unknown_words(tokenizer: PreTrainedTokenizerFast, captions: Iterable[str]) -
     return Counter({w: n for w, n in words.items() if unk_id in tokenizer.encode(w, add_special_tokens=False)})
 
 
-def check_vocabulary(tokenizer: PreTrainedTokenizerFast, captions: Iterable[str], source: str) -> list[str]:
+def check_vocabulary(tokenizer: CaptionTokenizer, captions: Iterable[str], source: str) -> list[str]:
     """The words to add with --grow-vocab, most frequent first; empty when every word is known."""
     return [word for word, _ in unknown_words(tokenizer, captions).most_common()]
 
