@@ -1,6 +1,6 @@
 """Caption tokenizer: a WordPiece vocabulary built from the training captions, run by ``tokenizers``.
 
-Wrapped in ``CaptionTokenizer`` (the few calls of ``transformers.CaptionTokenizer`` the
+Wrapped in ``CaptionTokenizer`` (the few calls of ``transformers.PreTrainedTokenizerFast`` the
 package makes, same results; transformers itself would cost a daemon ~20 MB of memory for nothing)
 and saved as ``tokenizer.json``. With the small vocabularies used here nearly every caption word is
 one token, which suits parallel (non-autoregressive) decoding: fewer positions, no words broken
@@ -17,14 +17,11 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre
 
 PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
 SPECIAL_TOKENS = [PAD, UNK, BOS, EOS]  # ids 0..3, fixed so every checkpoint agrees
-# Spaces the WordPiece decoder leaves before punctuation and English contractions ("dog 's").
-_CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
-             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
 class CaptionTokenizer:
     """A ``tokenizers.Tokenizer`` with the special tokens registered, behind the subset of
-    ``transformers.CaptionTokenizer``'s interface the package uses."""
+    ``transformers.PreTrainedTokenizerFast``'s interface the package uses."""
 
     def __init__(self, backend: Tokenizer):
         backend.add_special_tokens(SPECIAL_TOKENS)  # no-op when tokenizer.json already has them
@@ -49,14 +46,10 @@ class CaptionTokenizer:
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return self.backend_tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
 
-    def decode(
-        self, ids: list[int], skip_special_tokens: bool = True, clean_up_tokenization_spaces: bool = True
-    ) -> str:
-        text = self.backend_tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
-        if clean_up_tokenization_spaces:
-            for spaced, joined in _CLEAN_UP:
-                text = text.replace(spaced, joined)
-        return text
+    def decode(self, ids: list[int]) -> str:
+        """Text of ids, special tokens dropped; the WordPiece decoder (``cleanup``) re-attaches
+        punctuation and contractions, which transformers did a second time to the same effect."""
+        return self.backend_tokenizer.decode(ids, skip_special_tokens=True)
 
 
 def _base_tokenizer(vocab: dict[str, int]) -> Tokenizer:
@@ -108,7 +101,7 @@ def encode_caption(tokenizer: CaptionTokenizer, caption: str) -> list[int]:
 
 def decode_tokens(tokenizer: CaptionTokenizer, ids: Iterable[int]) -> str:
     """Text of token ids, special tokens dropped, punctuation re-attached."""
-    text = tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=True).strip()
+    text = tokenizer.decode(list(ids)).strip()
     # A word piece with nothing to attach to (a sampler's stray first token) is shown as a word.
     return text.removeprefix("##")
 
