@@ -33,12 +33,10 @@ from edge_dac.const import DEMO_DIR, default_model_dir  # noqa: E402
 RATE = 16000
 
 
-def long_file(minutes: float, path: Path) -> int:
-    """The demo scenes in a loop for ``minutes``; returns the samples written."""
+def long_file(minutes: float, path: Path) -> None:
+    """The demo scenes in a loop for ``minutes``."""
     scenes = np.concatenate([load_audio(p, RATE) for p in sorted(DEMO_DIR.glob("*.flac"))])
-    samples = int(minutes * 60 * RATE)
-    soundfile.write(str(path), np.resize(scenes, samples), RATE, subtype="PCM_16")
-    return samples
+    soundfile.write(str(path), np.resize(scenes, int(minutes * 60 * RATE)), RATE, subtype="PCM_16")
 
 
 def caption_once(model: str, path: Path, window: float, hop: float) -> tuple[float, int]:

@@ -220,9 +220,10 @@ def main() -> int:
                     latencies.append((received - unix_time(message["audio"]["end"])) * 1000)
                     daemon_latencies.append(message["latency_ms"])
                     # The daemon counts from min(audio clock, arrival) and the subscriber from the audio
-                    # clock, so their difference (less the ~0.1 ms of transport) is how far the audio
-                    # clock put the window's end after its last sample had reached the process.
-                    ahead.append((time.monotonic() - started, message["latency_ms"] - latencies[-1]))
+                    # clock, so their difference (less the ~0.1 ms of transport, hence the floor at 0)
+                    # is how far the audio clock put the window's end after its last sample had
+                    # reached the process.
+                    ahead.append((time.monotonic() - started, max(0.0, message["latency_ms"] - latencies[-1])))
                     processing.append(message["processing_ms"])
                     captions.append({**message, "received_at": received})
             if started is not None:
@@ -253,7 +254,7 @@ def main() -> int:
     if args.plot:
         from edge_dac.evaluation.plots import plot_daemon_timeline
 
-        plot_daemon_timeline([(t / 60, ms, max(0.0, lead)) for (t, lead), ms in zip(ahead, latencies, strict=True)],
+        plot_daemon_timeline([(t / 60, ms, lead) for (t, lead), ms in zip(ahead, latencies, strict=True)],
                              [(t / 60, ppm) for t, ppm in drifts], args.plot)
     if args.save:
         Path(args.save).write_text("".join(json.dumps(m) + "\n" for m in captions))
@@ -277,7 +278,7 @@ def main() -> int:
               f"({min(d for _, d in drifts):+.1f} to {max(d for _, d in drifts):+.1f} over the run; "
               "audio times corrected for it)")
     if ahead:
-        offsets = [max(0.0, ms) for _, ms in ahead]
+        offsets = [ms for _, ms in ahead]
         late = sum(ms > 5.0 for ms in offsets)
         print(f"audio clock ahead:      {percentiles(offsets)} ms  window end on the audio clock after its "
               f"arrival (daemon-side - subscriber latency); {late} windows by > 5 ms")
