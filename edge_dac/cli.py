@@ -15,7 +15,7 @@ from loguru import logger
 
 from edge_dac import __version__
 from edge_dac.errors import EdgeDacError
-from edge_dac.log import setup_logging
+from edge_dac.log import LOG_LEVELS, setup_logging
 
 # Modules with a ``register(subparsers)`` function, in the order their commands are listed.
 COMMAND_MODULES = (
@@ -34,7 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Streaming audio captioning with a diffusion captioner (DAC).",
     )
     parser.add_argument("--version", action="version", version=f"edge-dac {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
+        help="DEBUG, INFO, WARNING or ERROR (default INFO)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         try:
@@ -58,9 +65,19 @@ def _command(argv: list[str]) -> str | None:
     return None
 
 
+def _log_level(argv: list[str]) -> str:
+    """``--log-level``'s value found before parsing (INFO for a bad one, which the parser then names)."""
+    for arg, value in zip(argv, argv[1:], strict=False):
+        if arg == "--log-level" and value.upper() in LOG_LEVELS:
+            return value
+    return "INFO"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if _command(argv) == "run":
+        # The log's format first: a signal during start-up is logged in the daemon's own format.
+        setup_logging(_log_level(argv))
         # Before the sub-command modules are imported (torch takes seconds): from here on SIGTERM and
         # SIGINT end the daemon's process with status 0 at any moment (edge_dac/daemon/signals.py).
         from edge_dac.daemon.signals import install_signals

@@ -11,6 +11,7 @@ import sys
 
 from loguru import logger
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # what --log-level accepts (any case)
 _CONSOLE_FORMAT = "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message}"
 _JOURNAL_FORMAT = "{level}: {message}"
 

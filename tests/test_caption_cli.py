@@ -302,3 +302,15 @@ def test_the_shipped_model_captions_a_demo_scene_with_no_model_flag():
     assert result.returncode == 0, result.stderr
     caption_line = result.stdout.strip().splitlines()[-1]
     assert len(caption_line.split()) >= 3, result.stdout
+
+
+@pytest.mark.parametrize("command", ["caption", "run"])
+def test_an_unknown_log_level_is_named_not_a_traceback(command):
+    """``--log-level`` used to reach loguru unchecked, which raised "Level 'BOGUS' does not exist"
+    with a traceback; the parser names the accepted levels now (as argparse does: usage + error)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_dac", "--log-level", "bogus", command, "--help"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "--log-level: invalid choice: 'BOGUS'" in result.stderr and "'DEBUG', 'INFO'" in result.stderr

@@ -9,6 +9,7 @@ the point, only the process's life is asserted.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,7 +34,9 @@ def model_dir(tmp_path_factory) -> Path:
     return save_captioner(tiny_captioner("dac", seconds=2.0), tmp_path_factory.mktemp("model") / "tiny")
 
 
-def start_daemon(tmp_path: Path, model_dir: Path, *, seconds: float, loop: bool, backend: str = "eager"):
+def start_daemon(
+    tmp_path: Path, model_dir: Path, *, seconds: float, loop: bool, backend: str = "eager", log_level: str = "INFO"
+):
     """``edge-dac run`` on a noise file; returns (process, endpoint, stderr log path)."""
     audio = tmp_path / "noise.flac"
     rng = np.random.default_rng(0)
@@ -50,7 +53,8 @@ def start_daemon(tmp_path: Path, model_dir: Path, *, seconds: float, loop: bool,
     env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGE_DAC_ENGINES": str(tmp_path / "engines")}
     with log.open("w") as stderr:
         child = subprocess.Popen(
-            [sys.executable, "-m", "edge_dac", "run", "--config", str(config), "--model", str(model_dir)],
+            [sys.executable, "-m", "edge_dac", "--log-level", log_level, "run", "--config", str(config),
+             "--model", str(model_dir)],
             stderr=stderr, cwd=ROOT, env=env,
         )
     return child, endpoint, log
@@ -101,6 +105,25 @@ def test_sigterm_while_the_engine_builds_exits_0(tmp_path, model_dir):
     assert child.returncode == 0, text
     assert elapsed < STOP_WITHIN_S and "SIGTERM during start-up: exiting" in text
     assert "Traceback" not in text, text
+
+
+def test_sigterm_while_the_modules_import_is_logged_in_the_daemons_format(tmp_path, model_dir):
+    """The handlers are installed before torch is imported (seconds): a SIGTERM then used to be
+    logged in loguru's default format ("2026-12-01 23:10:14.110 | INFO | edge_dac.daemon...")
+    because the daemon's log format was set only after the sub-command modules were imported."""
+    child, _, log = start_daemon(tmp_path, model_dir, seconds=4, loop=True, log_level="DEBUG")
+    try:
+        wait_for_log(child, log, "signal handlers installed", 60)
+        child.send_signal(signal.SIGTERM)
+        child.wait(STOP_WITHIN_S + 1)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    text = log.read_text()
+    assert child.returncode == 0, text
+    line = next(line for line in text.splitlines() if "SIGTERM during start-up" in line)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d INFO +SIGTERM during start-up: exiting \(status 0\)", line), line
+    assert "building the" not in text  # it landed before the engine, while modules were importing
 
 
 def test_sigint_while_captioning_publishes_offline_and_exits_0(tmp_path, model_dir):

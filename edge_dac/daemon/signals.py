@@ -77,6 +77,7 @@ class ProcessSignals:
         for signum in HANDLED:
             self._previous[signum] = signal.signal(signum, self._python_handler)
         threading.Thread(target=self._watch, args=(reader,), name="signals", daemon=True).start()
+        logger.debug("signal handlers installed: SIGTERM/SIGINT now end start-up with status 0")
         return self
 
     def uninstall(self) -> None:
