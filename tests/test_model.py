@@ -12,7 +12,9 @@ from edge_dac.model.decoding import (
     collapse_repeated_words,
     cut_and_collapse,
     decode,
+    drop_repeats,
     is_broken,
+    is_redundant,
     minimum_bayes_risk_order,
     whole_prefix,
 )
@@ -161,6 +163,36 @@ def test_broken_captions_are_told_from_whole_ones(caption, broken):
 def test_a_broken_caption_is_cut_back_to_its_longest_whole_prefix(caption, repaired):
     assert whole_prefix(caption) == repaired
     assert not repaired or not is_broken(repaired)
+
+
+@pytest.mark.parametrize(
+    ("caption", "repaired"),
+    [  # the shipped DAC's best captions on the corpus's test split
+        ("with people chattering in the background, a snake hisses, followed by a snake hissing",
+         "with people chattering in the background, a snake hisses"),
+        ("at first a woman says something while a woman says something", "at first a woman says something"),
+        ("a machine gun rattles off shots with a stream roaring flowing in the background",
+         "a machine gun rattles off shots with a stream roaring in the background"),
+        ("a fire talks and a woman says something as a fire hisses with crickets in the background",
+         "a fire talks and a woman says something with crickets in the background"),
+        ("a fire hisses out, a person coughs and a fire crackles", "a fire hisses out, a person coughs"),
+        # the repeat cannot go without cutting another sound: left as it is (ranking puts it after whole ones)
+        ("a man roars something a man says something, followed by a drum", "a man roars something a man says "
+         "something, followed by a drum"),
+    ],
+)
+def test_a_redundant_caption_loses_its_repeats_and_nothing_else(caption, repaired):
+    assert is_redundant(caption)
+    assert drop_repeats(caption) == repaired
+    assert not is_broken(repaired)
+
+
+@pytest.mark.parametrize(
+    "caption",
+    ["a dog barks while rain falls", "a building collapsing with something ringing", "a man and a woman speak"],
+)
+def test_a_caption_that_names_each_sound_once_is_not_redundant(caption):
+    assert not is_redundant(caption) and drop_repeats(caption) == caption
 
 
 def test_ranking_repairs_broken_candidates_and_puts_whole_ones_first():

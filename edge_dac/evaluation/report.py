@@ -18,6 +18,7 @@ QUALITY_ROWS = (
     ("sbert_mean", "SBERT (mean over references)"),
     ("broken", "broken captions (share of best captions; lower is better)"),
     ("broken_all_candidates", "broken captions (share of all candidates)"),
+    ("redundant", "redundant captions (one sound named twice; share of best captions)"),
 )
 EVENT_ROWS = (
     ("event_precision", "precision"),
