@@ -176,6 +176,8 @@ def test_a_broken_caption_is_cut_back_to_its_longest_whole_prefix(caption, repai
         ("a fire talks and a woman says something as a fire hisses with crickets in the background",
          "a fire talks and a woman says something with crickets in the background"),
         ("a fire hisses out, a person coughs and a fire crackles", "a fire hisses out, a person coughs"),
+        ("a machine gun rattles off shots with traffic roaring past with traffic past in the background",
+         "a machine gun rattles off shots with traffic roaring past in the background"),
         # the repeat cannot go without cutting another sound: left as it is (ranking puts it after whole ones)
         ("a man roars something a man says something, followed by a drum", "a man roars something a man says "
          "something, followed by a drum"),
@@ -189,7 +191,13 @@ def test_a_redundant_caption_loses_its_repeats_and_nothing_else(caption, repaire
 
 @pytest.mark.parametrize(
     "caption",
-    ["a dog barks while rain falls", "a building collapsing with something ringing", "a man and a woman speak"],
+    [
+        "a dog barks while rain falls",
+        "a building collapsing with something ringing",
+        "a man and a woman speak",
+        "after a tuba plays a low note, an engine sputters over a low electric hum",
+        "rain falls as a tree falls over and over",
+    ],
 )
 def test_a_caption_that_names_each_sound_once_is_not_redundant(caption):
     assert not is_redundant(caption) and drop_repeats(caption) == caption

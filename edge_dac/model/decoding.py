@@ -164,16 +164,29 @@ ING_NOUNS = frozenset(
 )
 
 
+# Adjectives the corpus puts between an article and its noun: "a low note" and "a low hum" are two sounds.
+ADJECTIVES = frozenset({"low", "high", "loud", "faint", "distant", "small", "large", "big", "little", "short", "long"})
+
+
+def _named(words: list[str], article: int) -> str:
+    """The noun after the article at ``words[article]``, past any adjectives."""
+    i = article + 1
+    while i < len(words) - 1 and words[i] in ADJECTIVES:
+        i += 1
+    return words[i]
+
+
 def is_redundant(caption: str) -> bool:
     """A caption that names one thing twice ("a snake hisses, followed by a snake hissing", "at
-    first a woman says something while a woman says something") or stacks two participles where
+    first a woman says something while a woman says something"), has a clause that adds nothing
+    ("with traffic roaring past with traffic past") or stacks two participles where
     one was meant ("a stream roaring flowing"): whole phrases that still read as a decoder's
     stutter. Parallel decoding writes them where it merges two wordings of one sound; references
     do so rarely (two sounds of one kind: 0.8 % of the corpus's test captions), so ranking only
     prefers the others, and never removes a caption for it."""
     words = caption.replace(",", " , ").split()
-    named = [after for word, after in zip(words, words[1:], strict=False) if word in ARTICLES]
-    if len(named) != len(set(named)):
+    named = [_named(words, i) for i, word in enumerate(words[:-1]) if word in ARTICLES]
+    if len(named) != len(set(named)) or any(_adds_nothing(_clauses(words))):
         return True
     return any(
         len(word) > 4 and len(after) > 4 and word.endswith("ing") and after.endswith("ing") and word not in ING_NOUNS
@@ -203,8 +216,8 @@ def drop_repeats(caption: str) -> str:
         if words[i] not in ARTICLES:
             i += 1
             continue
-        if words[i + 1] not in seen:
-            seen.add(words[i + 1])
+        if _named(words, i) not in seen:
+            seen.add(_named(words, i))
             i += 2
             continue
         # The clause that names it again: back to the clause word after the last other sound,
@@ -223,8 +236,45 @@ def drop_repeats(caption: str) -> str:
             continue
         words = words[:start] + words[end:]
         i = start
+    words = _without_empty_clauses(words)
     out = " ".join(words).replace(" , ", ", ").replace(" ,", ",").strip(" ,")
     return out if out and not is_broken(out) else caption
+
+
+def _clauses(words: list[str]) -> list[list[str]]:
+    """Words split before each clause word ("with", "and", ",", ...), the first clause first."""
+    clauses: list[list[str]] = [[]]
+    for word in words:
+        if word in CLAUSE_STARTS and clauses[-1] and clauses[-1][-1] not in CLAUSE_STARTS | {"by"}:
+            clauses.append([])
+        clauses[-1].append(word)
+    return clauses
+
+
+def _content(words: list[str]) -> set[str]:
+    return {word for word in words if word not in FUNCTION_WORDS and word not in SETTING_WORDS}
+
+
+# Words of a setting rather than a sound: "in the background" adds no sound the second time either.
+SETTING_WORDS = frozenset({"background", "distance", "something", "first", "moment", "quiet"})
+
+
+def _adds_nothing(clauses: list[list[str]]) -> list[bool]:
+    """For each clause after the first: whether all its content words were said before it."""
+    seen = _content(clauses[0])
+    empty = [False]
+    for clause in clauses[1:]:
+        words = _content(clause)
+        empty.append(bool(words) and words <= seen)
+        seen |= words
+    return empty
+
+
+def _without_empty_clauses(words: list[str]) -> list[str]:
+    """``words`` less every clause that names nothing new ("... with traffic roaring past with
+    traffic past in the background" -> "... with traffic roaring past in the background")."""
+    clauses = _clauses(words)
+    return [word for clause, empty in zip(clauses, _adds_nothing(clauses), strict=True) if not empty for word in clause]
 
 
 def whole_prefix(caption: str) -> str:
