@@ -141,10 +141,14 @@ def is_broken(caption: str) -> bool:
     """A caption that is not a whole phrase: empty, ending in a function word, with an article
     right before a function word, an adverb or a count ("a with", "the and", "a twice"), a clause
     that stops on a function word before a comma ("a xylophone is, followed by", "a gun being,
-    then"), or an article that does not fit the next word ("an drums", "a owl")."""
+    then"), an article that does not fit the next word ("an drums", "a owl"), or an article and an
+    adjective with no noun after them ("a tuba plays a low and then")."""
     words = caption.replace(",", " , ").split()
     if not words or words[-1] in CANNOT_END:
         return True
+    for i, word in enumerate(words[1:], 1):  # "a tuba plays a low and then": an adjective without its noun
+        if word in ADJECTIVES and words[i - 1] in ARTICLES and (i + 1 == len(words) or words[i + 1] in FUNCTION_WORDS):
+            return True
     for word, after in zip(words, words[1:], strict=False):
         if after == "," and word in CANNOT_END:
             return True
