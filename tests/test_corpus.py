@@ -225,7 +225,7 @@ def test_bundled_demo_is_small_consistent_and_regenerates(soundscape_cache, tmp_
 
 def test_reference_captions_are_seldom_redundant(records):
     """``is_redundant`` (one sound named twice) is a ranking preference, not a verdict: the corpus
-    names one kind of sound twice where a scene holds two of them, which must stay rare (0.8 % of
+    names one kind of sound twice where a scene holds two of them, which must stay rare (0.5 % of
     the 5,000 test captions of docs/dac-recipe.md)."""
     from edge_dac.model.decoding import is_redundant
 
