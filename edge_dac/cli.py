@@ -54,30 +54,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command(argv: list[str]) -> str | None:
-    """The sub-command named in ``argv``, found before parsing (``--log-level`` takes a value)."""
+def _before_parsing(argv: list[str]) -> tuple[str | None, str]:
+    """The sub-command named in ``argv`` and the ``--log-level`` given before it, found before the
+    parser (which imports every command's module) exists; INFO for a bad level, which the parser
+    then names."""
+    level = "INFO"
     args = iter(argv)
     for arg in args:
         if arg == "--log-level":
-            next(args, None)
+            value = next(args, "")
+            level = value if value.upper() in LOG_LEVELS else level
         elif not arg.startswith("-"):
-            return arg
-    return None
-
-
-def _log_level(argv: list[str]) -> str:
-    """``--log-level``'s value found before parsing (INFO for a bad one, which the parser then names)."""
-    for arg, value in zip(argv, argv[1:], strict=False):
-        if arg == "--log-level" and value.upper() in LOG_LEVELS:
-            return value
-    return "INFO"
+            return arg, level
+    return None, level
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if _command(argv) == "run":
+    command, level = _before_parsing(argv)
+    if command == "run":
         # The log's format first: a signal during start-up is logged in the daemon's own format.
-        setup_logging(_log_level(argv))
+        setup_logging(level)
         # Before the sub-command modules are imported (torch takes seconds): from here on SIGTERM and
         # SIGINT end the daemon's process with status 0 at any moment (edge_dac/daemon/signals.py).
         from edge_dac.daemon.signals import install_signals
