@@ -176,6 +176,9 @@ def test_a_broken_caption_is_cut_back_to_its_longest_whole_prefix(caption, repai
         ("at first a woman says something while a woman says something", "at first a woman says something"),
         ("a machine gun rattles off shots with a stream roaring flowing in the background",
          "a machine gun rattles off shots with a stream roaring in the background"),
+        ("a woman calls out with a fire crackling crackles in the background",  # from the demo
+         "a woman calls out with a fire crackling in the background"),
+        ("bees buzzing buzz as a dog barks", "bees buzzing as a dog barks"),
         ("a fire talks and a woman says something as a fire hisses with crickets in the background",
          "a fire talks and a woman says something with crickets in the background"),
         ("a fire hisses out, a person coughs and a fire crackles", "a fire hisses out, a person coughs"),
@@ -200,6 +203,7 @@ def test_a_redundant_caption_loses_its_repeats_and_nothing_else(caption, repaire
         "a man and a woman speak",
         "after a tuba plays a low note, an engine sputters over a low electric hum",
         "rain falls as a tree falls over and over",
+        "a jet engine whining while a car horn honks",  # "while" shares "whi" with "whining", no verb of it
     ],
 )
 def test_a_caption_that_names_each_sound_once_is_not_redundant(caption):

@@ -172,9 +172,14 @@ ING_NOUNS = frozenset(
 ADJECTIVES = frozenset({"low", "high", "loud", "faint", "distant", "small", "large", "big", "little", "short", "long"})
 
 
-def _stacked_participles(word: str, after: str) -> bool:
-    """Two participles in a row where one was meant ("roaring flowing"; not "a building collapsing")."""
-    return len(word) > 4 and len(after) > 4 and word.endswith("ing") and after.endswith("ing") and word not in ING_NOUNS
+def _doubled_verb(word: str, after: str) -> bool:
+    """Two verbs in a row where one was meant: two participles ("roaring flowing"; not "a building
+    collapsing") or a participle and the same verb again ("crackling crackles", "barking barks")."""
+    if len(word) <= 4 or not word.endswith("ing") or word in ING_NOUNS:
+        return False
+    stem = word[:-3]  # "crackl", "bark", "runn": the verb is the stem plus "s" or "es", or one letter less
+    verb_forms = {stem, stem + "s", stem + "es", stem + "e", stem[:-1] + "s"}
+    return (len(after) > 4 and after.endswith("ing")) or after in verb_forms
 
 
 def _named(words: list[str], article: int) -> str:
@@ -188,16 +193,16 @@ def _named(words: list[str], article: int) -> str:
 def is_redundant(caption: str) -> bool:
     """A caption that names one thing twice ("a snake hisses, followed by a snake hissing", "at
     first a woman says something while a woman says something"), has a clause that adds nothing
-    ("with traffic roaring past with traffic past") or stacks two participles where
-    one was meant ("a stream roaring flowing"): whole phrases that still read as a decoder's
-    stutter. Parallel decoding writes them where it merges two wordings of one sound; references
-    do so rarely (two sounds of one kind: 0.5 % of the corpus's test captions), so ranking only
-    prefers the others, and never removes a caption for it."""
+    ("with traffic roaring past with traffic past") or writes two verbs where one was meant ("a
+    stream roaring flowing", "a fire crackling crackles"): whole phrases that still read as a
+    decoder's stutter. Parallel decoding writes them where it merges two wordings of one sound;
+    references do so rarely (two sounds of one kind: 0.5 % of the corpus's test captions), so
+    ranking only prefers the others, and never removes a caption for it."""
     words = caption.replace(",", " , ").split()
     named = [_named(words, i) for i, word in enumerate(words[:-1]) if word in ARTICLES]
     if len(named) != len(set(named)) or any(_adds_nothing(_clauses(words))):
         return True
-    return any(_stacked_participles(word, after) for word, after in zip(words, words[1:], strict=False))
+    return any(_doubled_verb(word, after) for word, after in zip(words, words[1:], strict=False))
 
 
 # Words a new clause or phrase starts with: where a caption may be cut back to a whole prefix.
@@ -205,12 +210,13 @@ CLAUSE_STARTS = frozenset({"and", "while", "as", "then", ",", "with", "followed"
 
 
 def drop_repeats(caption: str) -> str:
-    """A redundant caption (``is_redundant``) without its repeats: the second of two participles
-    goes ("a stream roaring flowing" -> "a stream roaring"), and so does the clause that names a
-    sound a second time, from the clause word before it to the next one ("a snake hisses, followed
-    by a snake hissing" -> "a snake hisses"); the caption itself where the result is not whole."""
+    """A redundant caption (``is_redundant``) without its repeats: the second of two verbs goes
+    ("a stream roaring flowing" -> "a stream roaring", "a fire crackling crackles" -> "a fire
+    crackling"), and so does the clause that names a sound a second time, from the clause word
+    before it to the next one ("a snake hisses, followed by a snake hissing" -> "a snake hisses");
+    the caption itself where the result is not whole."""
     words = caption.replace(",", " , ").split()
-    words = [word for i, word in enumerate(words) if not (i and _stacked_participles(words[i - 1], word))]
+    words = [word for i, word in enumerate(words) if not (i and _doubled_verb(words[i - 1], word))]
     seen: set[str] = set()
     i = 0
     while i < len(words) - 1:
