@@ -105,6 +105,9 @@ class Lexicon:
     skipped: dict[str, frozenset[str]]  # event class -> catalog labels left out
     _phrases: dict[tuple[str, ...], frozenset[str]] = field(default_factory=dict, repr=False)
     _longest: int = 1
+    _verbs_of: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)  # noun -> verb stems
+    _verbs: frozenset[str] = frozenset()  # every verb stem of the lexicon
+    _noun_pairs: frozenset[tuple[str, str]] = frozenset()  # word pairs inside a noun ("train whistle")
 
     @property
     def labels(self) -> list[str]:
@@ -168,6 +171,20 @@ class Lexicon:
                     found |= keys
         return found
 
+    def misfit_verb(self, caption: str) -> tuple[str, str] | None:
+        """The first noun followed by a verb that none of that noun's sounds makes in the lexicon
+        ("a siren applauds", "a telephone gobbles"): a parallel decoder's slip, where one position
+        took its word from another sound; None when every such pair fits. Only pairs of known words
+        count (a noun with no verb after it, or a word the lexicon does not know, is no evidence)."""
+        words = re.findall(r"[a-z]+", caption.lower())
+        for i, (noun, verb) in enumerate(zip(words, words[1:], strict=False)):
+            fits = self._verbs_of.get(noun)
+            if fits is None or (noun, verb) in self._noun_pairs or words[i + 2 : i + 3] == ["by"]:
+                continue  # not a noun; a noun of two words ("train whistle"); "close by", "passes by"
+            if stem(verb) in self._verbs and stem(verb) not in fits:
+                return noun, verb
+        return None
+
     def _index(self) -> None:
         # A one-word phrase that other classes use in their own wording ("chops wood", "a tom
         # booms", "falls to the ground") would fire on their captions, so it only counts inside
@@ -186,6 +203,20 @@ class Lexicon:
                 table.setdefault(stems, set()).add(key)
         self._phrases = {phrase: frozenset(keys) for phrase, keys in table.items()}
         self._longest = max(len(p) for p in self._phrases)
+        # misfit_verb: the verbs each noun takes (its head word: "a car horn" -> "horn"), over every
+        # entry that writes it; a verb is a verb or participle phrase's first word past auxiliaries
+        # ("is hit" -> "hit").
+        verbs_of: dict[str, set[str]] = {}
+        pairs: set[tuple[str, str]] = set()
+        for entry in [*self.entries.values(), *self.label_entries.values()]:
+            first_words = {stem(next(w for w in p.split() if w not in STOPWORDS)) for p in (*entry.verb, *entry.ing)}
+            for noun in entry.noun:
+                words = strip_article(noun).split()
+                verbs_of.setdefault(words[-1], set()).update(first_words)
+                pairs.update(zip(words, words[1:], strict=False))
+        self._verbs_of = {noun: frozenset(verbs) for noun, verbs in verbs_of.items()}
+        self._verbs = frozenset(set().union(*verbs_of.values()))
+        self._noun_pairs = frozenset(pairs)
 
 
 def _as_tuple(value: object, where: str) -> tuple[str, ...]:

@@ -280,7 +280,7 @@ def test_evaluate_captions_returns_every_metric_as_json(embedder):
         "event_macro_precision", "event_macro_recall", "event_macro_f1", "event_n_labels",
         "distinct_1", "distinct_2", "mtld", "self_bleu",
         "corpus_distinct_1", "corpus_distinct_2", "corpus_mtld", "vocab_size", "vocab_size_all_candidates",
-        "broken", "broken_all_candidates", "redundant",
+        "broken", "broken_all_candidates", "redundant", "misfit",
     }  # fmt: skip
     assert set(results) == expected_keys
     assert results["n_clips"] == 3 and results["candidates_per_clip"] == pytest.approx(11 / 3)
@@ -306,7 +306,7 @@ def test_evaluate_captions_rejects_malformed_input_with_one_line():
         evaluate_captions([["a dog"]], [["a dog"]], true_labels=[{"dog"}], sbert=False, meteor=False)
 
 
-def test_fluency_is_the_share_of_broken_captions_best_and_all_and_of_redundant_ones():
+def test_fluency_is_the_share_of_broken_captions_best_and_all_and_of_redundant_and_misfit_ones():
     from edge_dac.evaluation.metrics import fluency_metrics
 
     predictions = [
@@ -314,5 +314,7 @@ def test_fluency_is_the_share_of_broken_captions_best_and_all_and_of_redundant_o
         ["a dog barks while rain falls", "a dog barks with"],
         ["in the rain, a dog barks before a car horn honks", "a drum an a with a in background"],
         ["a man speaks and then a man speaks again", "a man speaks"],  # whole, but redundant
+        ["a siren applauds", "a siren wails"],  # whole, but a misfit: another sound's verb
     ]
-    assert fluency_metrics(predictions) == {"broken": 0.25, "broken_all_candidates": 0.375, "redundant": 0.25}
+    expected = {"broken": 0.2, "broken_all_candidates": 0.3, "redundant": 0.2, "misfit": 0.2}
+    assert fluency_metrics(predictions) == expected

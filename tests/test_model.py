@@ -14,6 +14,7 @@ from edge_dac.model.decoding import (
     decode,
     drop_repeats,
     is_broken,
+    is_misfit,
     is_redundant,
     minimum_bayes_risk_order,
     whole_prefix,
@@ -222,6 +223,37 @@ def test_ranking_repairs_broken_candidates_and_puts_whole_ones_first():
     assert [c.caption for c in ranked] == ["rain falls", "a dog barks while"]
     repaired = rank_candidates(captioner, rows, scores, DecodingOptions(candidates=2, rank="score"))
     assert repaired[0] == Candidate("a dog barks", repaired[0].score) and repaired[1].caption == "rain falls"
+
+
+@pytest.mark.parametrize(
+    ("caption", "misfit"),
+    [  # the shipped DAC's best captions on the corpus's test split, and captions that must pass
+        ("after a moment of quiet, a siren applauds wails", True),
+        ("a telephone gobbles with a fire crackling in the background", True),
+        ("a fire burns and a turkey wails", True),
+        ("a dog barks while rain falls", False),
+        ("a train whistle sounds as a car passes by", False),  # a noun of two words; "passes by"
+        ("a snare drum is hit twice", False),  # an auxiliary before the verb
+        ("glass breaks beside running water close by", False),  # "close by" is no verb
+        ("a man speaks then a door slams twice", False),
+    ],
+)
+def test_a_noun_with_another_sounds_verb_is_a_misfit(caption, misfit):
+    assert is_misfit(caption) == misfit
+
+
+def test_ranking_puts_a_misfit_caption_after_fitting_ones():
+    from edge_dac.model.decoding import rank_candidates
+
+    captioner = tiny_captioner("dac")
+    tokenizer = captioner.tokenizer
+    ids = [tokenizer.convert_tokens_to_ids(caption.split()) for caption in ("a dog slams", "a door slams")]
+    rows = [row + [captioner.eos_id] * (12 - len(row)) for row in ids]
+    scores = [[-0.1] * 12, [-3.0] * 12]  # the misfit one is far more probable
+    ranked = rank_candidates(captioner, rows, scores, DecodingOptions(candidates=2, rank="score"))
+    assert [c.caption for c in ranked] == ["a door slams", "a dog slams"]
+    plain = rank_candidates(captioner, rows, scores, DecodingOptions(candidates=2, rank="score", prefer_whole=False))
+    assert [c.caption for c in plain] == ["a dog slams", "a door slams"]
 
 
 def test_cut_and_collapse_and_repeated_words():

@@ -25,7 +25,7 @@ from edge_dac.evaluation.diversity import diversity_metrics
 from edge_dac.evaluation.embedder import SentenceEmbedder, sbert_similarity
 from edge_dac.evaluation.events import event_f1, labels_of_captions
 from edge_dac.evaluation.quality import coco_metrics
-from edge_dac.model.decoding import is_broken, is_redundant
+from edge_dac.model.decoding import is_broken, is_misfit, is_redundant
 
 
 def _check_captions(name: str, clips: Sequence[Sequence[str]]) -> None:
@@ -87,12 +87,14 @@ def evaluate_captions(
 
 def fluency_metrics(predictions: Sequence[Sequence[str]]) -> dict[str, float]:
     """Share of broken captions (``edge_dac.model.decoding.is_broken``: not a whole phrase), among
-    the best captions and among all candidates, and of redundant best captions (``is_redundant``:
-    whole, but one sound named twice)."""
+    the best captions and among all candidates, of redundant best captions (``is_redundant``:
+    whole, but one sound named twice) and of misfit ones (``is_misfit``: a noun with a verb of
+    another sound, "a siren applauds")."""
     best = [clip[0] for clip in predictions]
     every = [caption for clip in predictions for caption in clip]
     return {
         "broken": sum(map(is_broken, best)) / len(best),
         "broken_all_candidates": sum(map(is_broken, every)) / len(every),
         "redundant": sum(map(is_redundant, best)) / len(best),
+        "misfit": sum(map(is_misfit, best)) / len(best),
     }

@@ -19,6 +19,7 @@ QUALITY_ROWS = (
     ("broken", "broken captions (share of best captions; lower is better)"),
     ("broken_all_candidates", "broken captions (share of all candidates)"),
     ("redundant", "redundant captions (one sound named twice; share of best captions)"),
+    ("misfit", "misfit captions (a noun with another sound's verb; share of best captions)"),
 )
 EVENT_ROWS = (
     ("event_precision", "precision"),
