@@ -144,12 +144,14 @@ def is_broken(caption: str) -> bool:
     right before a function word, an adverb or a count ("a with", "the and", "a twice"), a clause
     that stops on a function word before a comma ("a xylophone is, followed by", "a gun being,
     then"), an article that does not fit the next word ("an drums", "a owl"), or an article and an
-    adjective with no noun after them ("a tuba plays a low and then")."""
+    adjective or participle with no noun after them ("a tuba plays a low and then", "with a
+    flowing in the background")."""
     words = caption.replace(",", " , ").split()
     if not words or words[-1] in CANNOT_END:
         return True
-    for i, word in enumerate(words[1:], 1):  # "a tuba plays a low and then": an adjective without its noun
-        if word in ADJECTIVES and words[i - 1] in ARTICLES and (i + 1 == len(words) or words[i + 1] in FUNCTION_WORDS):
+    for i, word in enumerate(words[1:], 1):  # "a tuba plays a low and then", "with a flowing in": no noun
+        modifier = word in ADJECTIVES or (len(word) > 4 and word.endswith("ing") and word not in ING_NOUNS)
+        if modifier and words[i - 1] in ARTICLES and (i + 1 == len(words) or words[i + 1] in FUNCTION_WORDS):
             return True
     for word, after in zip(words, words[1:], strict=False):
         if after == "," and word in CANNOT_END:
