@@ -173,17 +173,24 @@ class Lexicon:
 
     def misfit_verb(self, caption: str) -> tuple[str, str] | None:
         """The first noun followed by a verb that none of that noun's sounds makes in the lexicon
-        ("a siren applauds", "a telephone gobbles"): a parallel decoder's slip, where one position
-        took its word from another sound; None when every such pair fits. Only pairs of known words
-        count (a noun with no verb after it, or a word the lexicon does not know, is no evidence)."""
+        ("a siren applauds", "a telephone gobbles"), or two verbs in a row, each of another sound
+        ("a fire burns crackles"): a parallel decoder's slip, where one position took its word from
+        another sound; None when every such pair fits. Only pairs of known words count (a noun
+        with no verb after it, or a word the lexicon does not know, is no evidence)."""
         words = re.findall(r"[a-z]+", caption.lower())
         for i, (noun, verb) in enumerate(zip(words, words[1:], strict=False)):
+            if self._finite_verb(noun) and self._finite_verb(verb):
+                return noun, verb
             fits = self._verbs_of.get(noun)
             if fits is None or (noun, verb) in self._noun_pairs or words[i + 2 : i + 3] == ["by"]:
                 continue  # not a noun; a noun of two words ("train whistle"); "close by", "passes by"
             if stem(verb) in self._verbs and stem(verb) not in fits:
                 return noun, verb
         return None
+
+    def _finite_verb(self, word: str) -> bool:
+        """A lexicon verb in the third person ("burns", "rattles") that is no noun as well."""
+        return word.endswith("s") and stem(word) in self._verbs and word not in self._verbs_of
 
     def _index(self) -> None:
         # A one-word phrase that other classes use in their own wording ("chops wood", "a tom

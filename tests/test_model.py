@@ -234,6 +234,8 @@ def test_ranking_repairs_broken_candidates_and_puts_whole_ones_first():
         ("after a moment of quiet, a siren applauds wails", True),
         ("a telephone gobbles with a fire crackling in the background", True),
         ("a fire burns and a turkey wails", True),
+        ("a crowd cheers as a fire burns crackles in the background", True),  # two verbs, from the demo
+        ("a helicopter hovers rattles off shots", True),
         ("a dog barks while rain falls", False),
         ("a train whistle sounds as a car passes by", False),  # a noun of two words; "passes by"
         ("a snare drum is hit twice", False),  # an auxiliary before the verb
