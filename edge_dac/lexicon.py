@@ -178,19 +178,22 @@ class Lexicon:
         another sound; None when every such pair fits. Only pairs of known words count (a noun
         with no verb after it, or a word the lexicon does not know, is no evidence)."""
         words = re.findall(r"[a-z]+", caption.lower())
-        for i, (noun, verb) in enumerate(zip(words, words[1:], strict=False)):
-            if self._finite_verb(noun) and self._finite_verb(verb):
+        stems = [stem(word) for word in words]
+        # A lexicon verb in the third person ("burns", "rattles") that is no noun as well.
+        finite = [
+            word.endswith("s") and word_stem in self._verbs and word not in self._verbs_of
+            for word, word_stem in zip(words, stems, strict=True)
+        ]
+        for i in range(len(words) - 1):
+            noun, verb = words[i], words[i + 1]
+            if finite[i] and finite[i + 1]:
                 return noun, verb
             fits = self._verbs_of.get(noun)
             if fits is None or (noun, verb) in self._noun_pairs or words[i + 2 : i + 3] == ["by"]:
                 continue  # not a noun; a noun of two words ("train whistle"); "close by", "passes by"
-            if stem(verb) in self._verbs and stem(verb) not in fits:
+            if stems[i + 1] in self._verbs and stems[i + 1] not in fits:
                 return noun, verb
         return None
-
-    def _finite_verb(self, word: str) -> bool:
-        """A lexicon verb in the third person ("burns", "rattles") that is no noun as well."""
-        return word.endswith("s") and stem(word) in self._verbs and word not in self._verbs_of
 
     def _index(self) -> None:
         # A one-word phrase that other classes use in their own wording ("chops wood", "a tom
@@ -216,7 +219,8 @@ class Lexicon:
         verbs_of: dict[str, set[str]] = {}
         pairs: set[tuple[str, str]] = set()
         for entry in [*self.entries.values(), *self.label_entries.values()]:
-            first_words = {stem(next(w for w in p.split() if w not in STOPWORDS)) for p in (*entry.verb, *entry.ing)}
+            verbs = [next((w for w in p.split() if w not in STOPWORDS), None) for p in (*entry.verb, *entry.ing)]
+            first_words = {stem(verb) for verb in verbs if verb}
             for noun in entry.noun:
                 words = strip_article(noun).split()
                 verbs_of.setdefault(words[-1], set()).update(first_words)

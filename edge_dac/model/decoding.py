@@ -10,6 +10,7 @@ The AR twin decodes greedily or by beam search from the same task.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
-from edge_dac.lexicon import load_lexicon
+from edge_dac.lexicon import Lexicon, load_lexicon, stem
 from edge_dac.model.diffusion import DiffusionDecoder
 from edge_dac.model.tokenizer import decode_tokens
 
@@ -181,9 +182,7 @@ def _doubled_verb(word: str, after: str) -> bool:
     collapsing") or a participle and the same verb again ("crackling crackles", "barking barks")."""
     if len(word) <= 4 or not word.endswith("ing") or word in ING_NOUNS:
         return False
-    stem = word[:-3]  # "crackl", "bark", "runn": the verb is the stem plus "s" or "es", or one letter less
-    verb_forms = {stem, stem + "s", stem + "es", stem + "e", stem[:-1] + "s"}
-    return (len(after) > 4 and after.endswith("ing")) or after in verb_forms
+    return (len(after) > 4 and after.endswith("ing")) or stem(after) == stem(word)
 
 
 def _named(words: list[str], article: int) -> str:
@@ -214,7 +213,13 @@ def is_misfit(caption: str) -> bool:
     ("a siren applauds", "a telephone gobbles": one position took its word from another sound).
     None of the corpus's 25,000 test references is one; a fifth of the shipped DAC's best
     captions were, nearly always with a fitting candidate beside them, so ranking prefers those."""
-    return load_lexicon().misfit_verb(caption) is not None
+    return _lexicon().misfit_verb(caption) is not None
+
+
+@functools.cache
+def _lexicon() -> Lexicon:
+    """The packaged lexicon, loaded once: ranking asks it about every candidate of every window."""
+    return load_lexicon()
 
 
 # Words a new clause or phrase starts with: where a caption may be cut back to a whole prefix.
