@@ -214,13 +214,17 @@ def test_a_caption_that_names_each_sound_once_is_not_redundant(caption):
     assert not is_redundant(caption) and drop_repeats(caption) == caption
 
 
+def _candidate_rows(captioner, *captions: str) -> list[list[int]]:
+    """Token rows of ``captions`` as the sampler leaves them: [EOS] to the caption length (12)."""
+    ids = [captioner.tokenizer.convert_tokens_to_ids(caption.split()) for caption in captions]
+    return [row + [captioner.eos_id] * (12 - len(row)) for row in ids]
+
+
 def test_ranking_repairs_broken_candidates_and_puts_whole_ones_first():
     from edge_dac.model.decoding import Candidate, rank_candidates
 
     captioner = tiny_captioner("dac")
-    tokenizer = captioner.tokenizer
-    ids = [tokenizer.convert_tokens_to_ids(caption.split()) for caption in ("a dog barks while", "rain falls")]
-    rows = [row + [captioner.eos_id] * (12 - len(row)) for row in ids]
+    rows = _candidate_rows(captioner, "a dog barks while", "rain falls")
     scores = [[-0.1] * 12, [-3.0] * 12]  # the broken one is far more probable
     ranked = rank_candidates(captioner, rows, scores, DecodingOptions(candidates=2, rank="score", repair=False))
     assert [c.caption for c in ranked] == ["rain falls", "a dog barks while"]
@@ -251,9 +255,7 @@ def test_ranking_puts_a_misfit_caption_after_fitting_ones():
     from edge_dac.model.decoding import rank_candidates
 
     captioner = tiny_captioner("dac")
-    tokenizer = captioner.tokenizer
-    ids = [tokenizer.convert_tokens_to_ids(caption.split()) for caption in ("a dog slams", "a door slams")]
-    rows = [row + [captioner.eos_id] * (12 - len(row)) for row in ids]
+    rows = _candidate_rows(captioner, "a dog slams", "a door slams")
     scores = [[-0.1] * 12, [-3.0] * 12]  # the misfit one is far more probable
     ranked = rank_candidates(captioner, rows, scores, DecodingOptions(candidates=2, rank="score"))
     assert [c.caption for c in ranked] == ["a door slams", "a dog slams"]
