@@ -23,6 +23,7 @@ on 200 val scenes.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -169,7 +170,7 @@ def features(args: argparse.Namespace) -> None:
 
     out: dict[str, list] = {k: [] for k in ("s_pool", "s_fr", "s_ev", "w_pool", "w_fr", "labels")}
     batch, started = [], time.time()
-    for clip in [*clips(), None]:
+    for clip in itertools.chain(clips(), [None]):  # None: the last, short batch
         if clip is not None:
             batch.append(clip)
         if len(batch) < 16 and not (clip is None and batch):
@@ -342,10 +343,14 @@ def fuse(args: argparse.Namespace) -> None:
     params = [*decoder.parameters(), *(fusion.parameters() if fusion else [])]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
 
+    def cached() -> list[Path]:
+        """The shards whose Whisper states 'cache' has written (a shard being written is a .tmp.npy)."""
+        return sorted(Path(args.cache).glob("shard-*[0-9].npy"))
+
     def load() -> tuple[np.ndarray, np.ndarray | None, list[list[str]]]:
         """The scenes whose Whisper states are cached (both arms: the same scenes)."""
         feats, states, references = [], [], []
-        for path in sorted(Path(args.cache).glob("shard-*[0-9].npy")):
+        for path in cached():
             with np.load(Path(args.data) / f"{path.stem}.npz") as data:
                 feats.append(data["features"])
                 references += [json.loads(r) for r in data["references"]]
@@ -407,7 +412,8 @@ def fuse(args: argparse.Namespace) -> None:
         step += 1
         if step % 250 == 0:
             validate(step)
-            feats, states, references = load()  # 'cache' may still be writing shards
+            if len(cached()) * 512 > len(references):
+                feats, states, references = load()  # 'cache' wrote more shards meanwhile
     validate(step)
     torch.save(
         {"decoder": decoder.state_dict(), "fusion": fusion.state_dict() if fusion else None, "step": step},
