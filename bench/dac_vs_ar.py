@@ -187,7 +187,7 @@ def time_system(
         encoder_cache[key] = timed(lambda: task.context(windows), seconds)
     encoder_s, encoder_calls = encoder_cache[key]
 
-    context, noise = task.context(windows), task.noise(windows)
+    (context, _), noise = task.context(windows), task.noise(windows)
     tokens, _ = task.sample(context, noise)  # warm-up; its tokens are counted
     count = generated_tokens(tokens, captioner.eos_id, captioner.pad_id)
     decoder_s, decoder_calls = timed(lambda: task.sample(context, noise), seconds)

@@ -77,6 +77,13 @@ def coded_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def events_model_dir(tmp_path_factory):
+    """A DAC model with an event head: its audio graph also gives the clip probabilities ranking reads."""
+    return save_captioner(tiny_captioner("dac", seconds=2.0, event_classes=("dog barking", "rain", "door")),
+                          tmp_path_factory.mktemp("events") / "tiny-dac-events")
+
+
+@pytest.fixture(scope="module")
 def streaming_model_dir(tmp_path_factory):
     """A DAC model with a streaming encoder (0.4 s chunks of its 2 s window)."""
     return save_captioner(tiny_captioner("dac", stem="cnn2d", chunk_seconds=0.4),
@@ -89,13 +96,16 @@ def streaming_model_dir(tmp_path_factory):
         ("onnxruntime", "plain"),
         ("onnxruntime", "coded"),
         ("onnxruntime", "streaming"),
+        ("onnxruntime", "events"),
         pytest.param("torch-compile", "plain", marks=pytest.mark.slow),  # Inductor: 1-3 min on 2 cores
     ],
 )
 def test_every_fp32_backend_writes_eager_captions_from_the_same_seed(
-    backend, variant, model_dir, coded_model_dir, streaming_model_dir, engines_dir, windows, eager_captions
+    backend, variant, model_dir, coded_model_dir, streaming_model_dir, events_model_dir, engines_dir, windows,
+    eager_captions,
 ):
-    folder = {"plain": model_dir, "coded": coded_model_dir, "streaming": streaming_model_dir}[variant]
+    folder = {"plain": model_dir, "coded": coded_model_dir, "streaming": streaming_model_dir,
+              "events": events_model_dir}[variant]
     coded = variant == "coded"
     expected = eager_captions if variant == "plain" else load_engine(folder, "eager").caption(
         windows, STEPS, CANDIDATES)
@@ -106,6 +116,12 @@ def test_every_fp32_backend_writes_eager_captions_from_the_same_seed(
         windows[:1], STEPS, 1))
     if coded:  # the codes reach the compiled graph: K candidates of one window are K wordings
         assert any(len({c.caption for c in window}) > 1 for window in expected)
+    if variant == "events":  # the compiled audio graph gives eager's clip probabilities
+        batch = torch.from_numpy(windows[:4])
+        _, expected_events = load_engine(folder, "eager").runner.context(batch, 1)
+        _, events = engine.runner.context(batch, CANDIDATES)
+        assert events.shape == (4, 3)
+        torch.testing.assert_close(events, expected_events, atol=1e-5, rtol=1e-4)
 
 
 

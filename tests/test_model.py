@@ -104,10 +104,13 @@ def test_wording_codes_give_each_candidate_its_own_wording():
 
 
 @pytest.mark.parametrize(
-    ("stem", "codes", "chunk_seconds"), [("conv1d", 0, 0.0), ("cnn2d", 0, 0.0), ("conv1d", 3, 0.0), ("cnn2d", 0, 0.4)]
+    ("stem", "codes", "chunk_seconds", "events"),
+    [("conv1d", 0, 0.0, False), ("cnn2d", 0, 0.0, True), ("conv1d", 3, 0.0, False), ("cnn2d", 0, 0.4, True)],
 )
-def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem, codes, chunk_seconds):
-    captioner = tiny_captioner("dac", stem=stem, wording_codes=codes, chunk_seconds=chunk_seconds)
+def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem, codes, chunk_seconds, events):
+    captioner = tiny_captioner(
+        "dac", stem=stem, wording_codes=codes, chunk_seconds=chunk_seconds, event_classes=("rain", "door") * events
+    )
     if codes:
         torch.nn.init.normal_(captioner.decoder.wording.weight, std=1.0)
     programs = export_programs(captioner, max_windows=16)
@@ -120,6 +123,7 @@ def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem, codes, chunk_
             eager_logits, eager_x0 = StepGraph(captioner)(*inputs["step"])
             exported_logits, exported_x0 = programs["step"].module()(*inputs["step"])
         assert exported_audio[0].shape[0] == batch
+        assert len(exported_audio) == (3 if events else 2)  # the event head's clip probabilities
         torch.testing.assert_close(exported_audio, eager_audio, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(exported_logits, eager_logits, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(exported_x0, eager_x0, atol=1e-4, rtol=1e-4)
@@ -261,6 +265,27 @@ def test_ranking_puts_a_misfit_caption_after_fitting_ones():
     assert [c.caption for c in ranked] == ["a door slams", "a dog slams"]
     plain = rank_candidates(captioner, rows, scores, DecodingOptions(candidates=2, rank="score", prefer_whole=False))
     assert [c.caption for c in plain] == ["a dog slams", "a door slams"]
+
+
+def test_candidates_that_name_what_the_event_head_hears_come_first():
+    from edge_dac.model.decoding import event_agreement, rank_candidates
+
+    classes = ("dog barking", "rain", "door")
+    captioner = tiny_captioner("dac", event_classes=classes)
+    rows = _candidate_rows(captioner, "a door slams", "a dog barks while rain falls", "a dog barks")
+    scores = [[-0.1] * 12, [-2.0] * 12, [-3.0] * 12]  # by score alone: the door first
+    heard = [0.9, 0.05, 0.1]  # the head hears a dog, hardly rain, no door
+    options = DecodingOptions(candidates=3, rank="score")
+    ranked = rank_candidates(captioner, rows, scores, options, heard)
+    assert [c.caption for c in ranked] == ["a dog barks", "a dog barks while rain falls", "a door slams"]
+    # Rain heard too: the caption naming both wins; without the head's probabilities, the score order.
+    both = rank_candidates(captioner, rows, scores, options, [0.9, 0.8, 0.1])
+    assert both[0].caption == "a dog barks while rain falls"
+    assert rank_candidates(captioner, rows, scores, options)[0].caption == "a door slams"
+    off = DecodingOptions(candidates=3, rank="score", match_events=False)
+    assert rank_candidates(captioner, rows, scores, off, heard)[0].caption == "a door slams"
+    assert event_agreement("a dog barks", heard, classes) == pytest.approx(2 * 0.9 / (1 + 1.05))
+    assert event_agreement("birds sing", heard, classes) == 0.0  # names no class the head knows
 
 
 def test_cut_and_collapse_and_repeated_words():

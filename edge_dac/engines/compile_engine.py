@@ -66,9 +66,12 @@ class CompiledRunner:
         self.step_graph = torch.compile(StepGraph(captioner).eval(), dynamic=True, options=options)
         self.dims = captioner.dims
 
-    def context(self, windows: torch.Tensor, candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
-        keys, values = self.context_graph(windows)
-        return keys.repeat_interleave(candidates, dim=0), values.repeat_interleave(candidates, dim=0)
+    def context(
+        self, windows: torch.Tensor, candidates: int
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+        keys, values, *events = self.context_graph(windows)
+        kv = keys.repeat_interleave(candidates, dim=0), values.repeat_interleave(candidates, dim=0)
+        return kv, events[0].float().cpu() if events else None
 
     def step(self, noisy, t, self_cond, code, context):
         keys, values = context
@@ -79,7 +82,7 @@ class CompiledRunner:
         dims = captioner.dims
         with torch.inference_mode():
             for windows in (1, 2):
-                context = self.context(torch.zeros(windows, dims.max_audio_samples, device=device), 1)
+                context, _ = self.context(torch.zeros(windows, dims.max_audio_samples, device=device), 1)
                 latent = torch.zeros(windows, dims.max_caption_tokens, dims.embedding_dim, device=device)
                 code = torch.zeros(windows, dtype=torch.long, device=device)
                 self.step(latent, torch.ones(windows, device=device), latent.clone(), code, context)

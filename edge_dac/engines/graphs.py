@@ -1,7 +1,8 @@
 """The two graphs every compiled backend runs, built from the model's own modules.
 
-Inference is two graphs: the audio side (front end, encoder, and every decoder layer's
-cross-attention keys and values) runs once per window; the denoiser step runs ``steps`` times per
+Inference is two graphs: the audio side (front end, encoder, every decoder layer's
+cross-attention keys and values, and for a model with an event head its clip probabilities, which
+ranking reads) runs once per window; the denoiser step runs ``steps`` times per
 window and reads those keys and values (``DiffusionDecoder.forward(audio_kv=...)``). The keys and
 values depend on the window alone, and projecting them inside the step was half of the sampler's
 arithmetic for the shipped dims (250 frames against 24 caption positions). The step graph calls
@@ -23,15 +24,17 @@ from torch.export import Dim, ExportedProgram
 from edge_dac.model.captioner import Captioner
 from edge_dac.model.diffusion import DiffusionDecoder
 from edge_dac.model.dims import ModelDims
+from edge_dac.model.encoder import EventHead
 
 # Bump when what these graphs compute changes: it is part of every engine's cache key.
-GRAPH_VERSION = 3
+GRAPH_VERSION = 4
 # The step graph runs windows x candidates rows; engines with a fixed batch range (TensorRT) are
 # built for up to this many candidates per window and split larger requests.
 MAX_CANDIDATES = 8
 
 AUDIO_INPUTS = ("audio",)
 AUDIO_OUTPUTS = ("keys", "values")
+EVENTS_OUTPUT = "events"  # the audio and mix graphs' third output, for a model with an event head
 CHUNK_INPUTS, CHUNK_OUTPUTS = ("chunk",), ("chunk_features",)
 MIX_INPUTS = ("features",)
 STEP_OUTPUTS = ("logits", "x0")
@@ -44,6 +47,12 @@ def step_inputs(dims: ModelDims) -> tuple[str, ...]:
     return (*names, "code") if dims.wording_codes else names
 
 
+def audio_outputs(dims: ModelDims) -> tuple[str, ...]:
+    """The audio (or mix) graph's outputs: keys and values, then the clip event probabilities
+    (windows, classes) where the model has an event head."""
+    return (*AUDIO_OUTPUTS, EVENTS_OUTPUT) if dims.event_classes else AUDIO_OUTPUTS
+
+
 def _dac_decoder(captioner: Captioner) -> DiffusionDecoder:
     if not isinstance(captioner.decoder, DiffusionDecoder):
         raise TypeError("compiled engines exist for DAC models only")
@@ -51,19 +60,26 @@ def _dac_decoder(captioner: Captioner) -> DiffusionDecoder:
 
 
 class ContextGraph(nn.Module):
-    """(batch, samples) waveform -> keys, values: (batch, layers, heads, frames, head_width) each."""
+    """(batch, samples) waveform -> keys, values: (batch, layers, heads, frames, head_width) each;
+    then the clip event probabilities (batch, classes) for a model with an event head."""
 
     def __init__(self, captioner: Captioner):
         super().__init__()
         self.frontend, self.encoder, self.decoder = captioner.frontend, captioner.encoder, _dac_decoder(captioner)
+        self.events = captioner.events
 
-    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _keys_and_values(self.decoder, self.encoder(self.frontend(audio)))
+    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return _audio_side(self.decoder, self.events, self.encoder(self.frontend(audio)))
 
 
-def _keys_and_values(decoder: DiffusionDecoder, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _audio_side(
+    decoder: DiffusionDecoder, events: EventHead | None, features: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
     pairs = decoder.cross_attention_kv(decoder.prepare_audio(features))
-    return torch.stack([key for key, _ in pairs], dim=1), torch.stack([value for _, value in pairs], dim=1)
+    keys, values = torch.stack([key for key, _ in pairs], dim=1), torch.stack([value for _, value in pairs], dim=1)
+    if events is None:
+        return keys, values
+    return keys, values, EventHead.clip_probabilities(events(features))
 
 
 class ChunkGraph(nn.Module):
@@ -78,14 +94,14 @@ class ChunkGraph(nn.Module):
 
 
 class MixGraph(nn.Module):
-    """A window's chunk features, joined, -> keys, values (as ``ContextGraph``)."""
+    """A window's chunk features, joined, -> keys, values (and clip event probabilities), as ``ContextGraph``."""
 
     def __init__(self, captioner: Captioner):
         super().__init__()
-        self.encoder, self.decoder = captioner.encoder, _dac_decoder(captioner)
+        self.encoder, self.decoder, self.events = captioner.encoder, _dac_decoder(captioner), captioner.events
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _keys_and_values(self.decoder, self.encoder.mix(features))
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return _audio_side(self.decoder, self.events, self.encoder.mix(features))
 
 
 class StepGraph(nn.Module):
@@ -124,7 +140,7 @@ def example_inputs(captioner: Captioner, batch: int = 2) -> dict[str, tuple[torc
     generator = torch.Generator().manual_seed(0)
     audio = (torch.randn(batch, dims.max_audio_samples, generator=generator) * 0.1).to(device)
     with torch.no_grad():
-        keys, values = ContextGraph(captioner).eval()(audio)
+        keys, values = ContextGraph(captioner).eval()(audio)[:2]
     shape = (batch, dims.max_caption_tokens, dims.embedding_dim)
     noisy = torch.randn(shape, generator=generator).to(device)
     self_cond = torch.randn(shape, generator=generator).to(device)

@@ -25,11 +25,11 @@ from loguru import logger
 from edge_dac.engines.backend import Backend
 from edge_dac.engines.graphs import (
     AUDIO_INPUTS,
-    AUDIO_OUTPUTS,
     CHUNK_INPUTS,
     CHUNK_OUTPUTS,
     MIX_INPUTS,
     STEP_OUTPUTS,
+    audio_outputs,
     export_programs,
     step_inputs,
 )
@@ -67,9 +67,9 @@ class OnnxRuntimeBackend(Backend):
         step_file = STEP_FP32_FILE if precision == "int8" else STEP_FILE
         if "chunk" in programs:  # a streaming encoder: its chunk and mix graphs replace the audio graph
             _to_onnx(programs["chunk"], folder / CHUNK_FILE, CHUNK_INPUTS, CHUNK_OUTPUTS)
-            _to_onnx(programs["mix"], folder / MIX_FILE, MIX_INPUTS, AUDIO_OUTPUTS)
+            _to_onnx(programs["mix"], folder / MIX_FILE, MIX_INPUTS, audio_outputs(captioner.dims))
         else:
-            _to_onnx(programs["audio"], folder / AUDIO_FILE, AUDIO_INPUTS, AUDIO_OUTPUTS)
+            _to_onnx(programs["audio"], folder / AUDIO_FILE, AUDIO_INPUTS, audio_outputs(captioner.dims))
         _to_onnx(programs["step"], folder / step_file, step_inputs(captioner.dims), STEP_OUTPUTS)
         if precision != "int8":
             return {}
@@ -148,18 +148,22 @@ class OnnxRuntimeRunner:
         self.step_session = onnxruntime.InferenceSession(str(folder / step_file), options, providers=providers)
         self.reads_code = "code" in {node.name for node in self.step_session.get_inputs()}
 
-    def context(self, windows: torch.Tensor, candidates: int) -> tuple[np.ndarray, np.ndarray]:
+    def context(
+        self, windows: torch.Tensor, candidates: int
+    ) -> tuple[tuple[np.ndarray, np.ndarray], torch.Tensor | None]:
         # One window at a time: the audio graph runs once per window, so batching buys little, while
         # its activations grow with the batch (~35 MB a 10 s window) and set the process's peak memory.
-        if self.chunks is not None and self.mix is not None:
+        session = self.mix if self.chunks is not None and self.mix is not None else self.audio
+        names = [output.name for output in session.get_outputs()]  # keys, values[, events]
+        if self.chunks is not None:
             features = self.chunks.features(windows).numpy()
-            outputs = [self.mix.run(list(AUDIO_OUTPUTS), {"features": f[None]}) for f in features]
+            outputs = [session.run(names, {"features": f[None]}) for f in features]
         else:
             audio = windows.numpy()
-            outputs = [self.audio.run(list(AUDIO_OUTPUTS), {"audio": audio[i : i + 1]}) for i in range(len(audio))]
-        keys = np.concatenate([keys for keys, _ in outputs])
-        values = np.concatenate([values for _, values in outputs])
-        return np.repeat(keys, candidates, axis=0), np.repeat(values, candidates, axis=0)
+            outputs = [session.run(names, {"audio": audio[i : i + 1]}) for i in range(len(audio))]
+        keys, values = (np.concatenate([output[i] for output in outputs]) for i in (0, 1))
+        events = torch.from_numpy(np.concatenate([output[2] for output in outputs])) if len(names) > 2 else None
+        return (np.repeat(keys, candidates, axis=0), np.repeat(values, candidates, axis=0)), events
 
     def step(self, noisy, t, self_cond, code, context):
         keys, values = context

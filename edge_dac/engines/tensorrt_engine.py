@@ -153,9 +153,12 @@ class TensorRTRunner:
         self.audio_module, self.step_module = audio_module, step_module
         self.reads_code = reads_code
 
-    def context(self, windows: torch.Tensor, candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
-        keys, values = self.audio_module(windows.contiguous())
-        return keys.float().repeat_interleave(candidates, dim=0), values.float().repeat_interleave(candidates, dim=0)
+    def context(
+        self, windows: torch.Tensor, candidates: int
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+        keys, values, *events = self.audio_module(windows.contiguous())
+        kv = keys.float().repeat_interleave(candidates, dim=0), values.float().repeat_interleave(candidates, dim=0)
+        return kv, events[0].float().cpu() if events else None
 
     def step(self, noisy, t, self_cond, code, context):
         keys, values = context

@@ -54,6 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="score the decoder's raw captions: do not cut broken ones back to a whole prefix (the daemon does)",
     )
     parser.add_argument(
+        "--no-match-events", dest="match_events", action="store_false",
+        help="rank the candidates without the event head (the daemon puts those that name what it hears first)",
+    )
+    parser.add_argument(
         "--sweep-clips", type=int, default=50, metavar="N", help="clips in the steps sweep (default 50)"
     )
     parser.add_argument("--samples", type=int, default=10, metavar="N", help="sample clips shown in report.md")
@@ -87,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         beam=args.beam,
         seed=args.seed,
         repair=args.repair,
+        match_events=args.match_events,
         batch_size=args.batch_size,
         limit=args.limit,
         split=args.split,

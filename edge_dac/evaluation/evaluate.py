@@ -125,7 +125,9 @@ def evaluate(
         _prepare_out_dir(out_dir)
         lexicon = load_lexicon()
     kind = captioner.dims.kind
-    decoding = decoding_options(kind, options.steps, options.candidates, options.beam, options.seed, options.repair)
+    decoding = decoding_options(
+        kind, options.steps, options.candidates, options.beam, options.seed, options.repair, options.match_events
+    )
     if kind == "dac" and options.beam > 1:
         logger.warning("--beam applies to AR models only; this DAC model draws --candidates samples instead")
     sweep = options.sweep if options.sweep is not None else kind == "dac"

@@ -18,6 +18,7 @@ class EvalOptions:
     steps: int = DecodingOptions.steps
     candidates: int = DecodingOptions.candidates
     repair: bool = DecodingOptions.repair  # False: score the decoder's raw captions (no whole-prefix repair)
+    match_events: bool = DecodingOptions.match_events  # False: rank without the event head
     beam: int = 1  # AR only: 1 = greedy (a beam of K is used when K > 1)
     seed: int = 0
     batch_size: int = 32

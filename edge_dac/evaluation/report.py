@@ -85,6 +85,8 @@ def render_report(result: dict, clips: Sequence[dict], samples: int = 10, plots:
         how = "AR, greedy"
     if not decoding.get("repair", True):
         how += ", raw captions (no whole-prefix repair)"
+    if not decoding.get("match_events", True):
+        how += ", ranked without the event head"
     out = [
         f"# Evaluation of {model['id']}",
         "",

@@ -80,7 +80,7 @@ def decoding_alone(
     side: the encoder output for AR, the backend's cross-attention context for DAC."""
     task = DecodingTask(captioner, options, runner)
     windows = captioner.fit_length(torch.as_tensor(audio, dtype=torch.float32))
-    context, noise = task.context(windows), task.noise(windows)
+    (context, _), noise = task.context(windows), task.noise(windows)
     return lambda: task.sample(context, noise)
 
 

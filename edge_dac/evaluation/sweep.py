@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -42,10 +43,7 @@ def step_sweep(
     lexicon = lexicon or load_lexicon()
     rows = []
     for count in tqdm(steps, desc="steps sweep", unit="setting", disable=not progress):
-        options = DecodingOptions(
-            steps=count, candidates=base.candidates, beam_size=base.beam_size, seed=base.seed, rank=base.rank,
-            repair=base.repair,
-        )
+        options = dataclasses.replace(base, steps=count)
         caption_fn = caption_function(engine, options)
         predictions = caption_windows(caption_fn, windows, batch_size)
         metrics = score_clips(predictions, items, lexicon, sbert=sbert, meteor=False, embedder=embedder)

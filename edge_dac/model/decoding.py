@@ -4,7 +4,8 @@
 the CPU from the seed and each window's own samples, so the same audio gets the same caption at any
 position, in any batch and on any backend or device), candidate expansion (K rows per window, each
 with its wording code), the DDIM loop, and ranking. A backend supplies only a ``Runner``: its audio
-graph (``context``) and its denoiser step (``step``); ``EagerRunner`` is the model's own modules.
+graph (``context``: what the step reads, and the event head's clip probabilities) and its denoiser
+step (``step``); ``EagerRunner`` is the model's own modules.
 The AR twin decodes greedily or by beam search from the same task.
 """
 
@@ -36,7 +37,9 @@ class DecodingOptions:
     beam_size: AR only (1 = greedy); seed: makes DAC's starting noise reproducible;
     rank: "mbr" picks the candidate that agrees most with the others, "score" the most probable;
     "auto" is "mbr" for DAC's independent samples and "score" for AR beams (beams are not samples,
-    so their consensus is not a good estimate of the best caption); prefer_whole: whole captions
+    so their consensus is not a good estimate of the best caption); match_events: then the
+    candidates that name what the model's event head hears come first (``event_agreement``; a
+    model without the head keeps the order above); prefer_whole: whole captions
     come first, in that order, then whole but redundant ones (``is_redundant``: one sound named
     twice), then whole ones with a verb of another sound (``is_misfit``: "a siren applauds"), then
     the broken ones; repair: a broken caption is cut back to its
@@ -50,6 +53,7 @@ class DecodingOptions:
     seed: int | None = 0
     rank: str = "auto"
     noise_scale: float = 1.0
+    match_events: bool = True  # candidates that agree with the event head first
     prefer_whole: bool = True  # whole captions first, then redundant, then misfit, then broken ones
     repair: bool = True  # cut a broken caption back to a whole prefix; drop a redundant one's repeats
 
@@ -325,6 +329,27 @@ def _ngram_f1(a: list[str], b: list[str]) -> float:
     return 2 * overlap / (sum(grams_a.values()) + sum(grams_b.values()))
 
 
+def event_agreement(caption: str, clip_probabilities: Sequence[float], classes: Sequence[str]) -> float:
+    """Expected F1 of the event classes a caption names, if each class of ``classes`` sounds with
+    its clip probability from the event head: 2 * sum(p of the named) / (named + sum(p)), the usual
+    approximation of the expectation. A class the head does not know counts as named with p = 0.
+
+    The head names the events of a scene better than the decoders' best captions do (the recipe
+    log: val event-F1 0.28 at its best threshold against the DAC's 0.17), while the K candidates
+    often hold one that names them; this picks it without a threshold.
+    """
+    named = _lexicon().labels_in_caption(caption)
+    index = _class_index(tuple(classes))
+    hit = sum(clip_probabilities[index[name]] for name in named if name in index)
+    total = len(named) + sum(clip_probabilities)
+    return 2 * hit / total if total else 0.0
+
+
+@functools.cache
+def _class_index(classes: tuple[str, ...]) -> dict[str, int]:
+    return {name: i for i, name in enumerate(classes)}
+
+
 def minimum_bayes_risk_order(captions: list[str]) -> list[int]:
     """Indices of captions sorted by mean agreement (uni+bigram F1) with the other candidates."""
     words = [caption.split() for caption in captions]
@@ -341,9 +366,11 @@ def minimum_bayes_risk_order(captions: list[str]) -> list[int]:
 
 
 class Runner(Protocol):
-    """A backend's two graph calls. ``context`` returns whatever ``step`` reads the audio from."""
+    """A backend's two graph calls. ``context`` returns whatever ``step`` reads the audio from
+    (repeated per candidate row) and the event head's clip probabilities, (windows, classes) on
+    the CPU, or None for a model without the head."""
 
-    def context(self, windows: torch.Tensor, candidates: int) -> Any: ...
+    def context(self, windows: torch.Tensor, candidates: int) -> tuple[Any, torch.Tensor | None]: ...
 
     def step(
         self, noisy: torch.Tensor, t: torch.Tensor, self_cond: torch.Tensor, code: torch.Tensor, context: Any
@@ -398,14 +425,15 @@ class EagerRunner:
         encoder, frontend = model.encoder, model.frontend
         self.chunks = ChunkCache(chunk, lambda audio: encoder.encode_chunk(frontend(audio))) if chunk else None
 
-    def context(self, windows: torch.Tensor, candidates: int) -> Any:
+    def context(self, windows: torch.Tensor, candidates: int) -> tuple[Any, torch.Tensor | None]:
         if self.chunks is not None:
             features = self.model.encoder.mix(self.chunks.features(windows))
         else:
             features = self.model.encode_audio(windows)
+        events = self.model.detect_events(features)[1].cpu() if self.model.events is not None else None
         if not isinstance(self.decoder, DiffusionDecoder):
-            return features  # the AR decoder reads the encoder features (one row per window)
-        return self.decoder.candidate_kv(self.decoder.prepare_audio(features), candidates)
+            return features, events  # the AR decoder reads the encoder features (one row per window)
+        return self.decoder.candidate_kv(self.decoder.prepare_audio(features), candidates), events
 
     def step(self, noisy, t, self_cond, code, context):
         return self.decoder.step(noisy, t, self_cond, code, context)
@@ -453,8 +481,9 @@ class DecodingTask:
         results: list[list[Candidate]] = []
         for first in range(0, len(windows), step):
             chunk = windows[first : first + step]
-            tokens, log_probs = self.sample(self.context(chunk), self.noise(chunk))
-            results += self.rank(tokens, log_probs)
+            context, events = self.context(chunk)
+            tokens, log_probs = self.sample(context, self.noise(chunk))
+            results += self.rank(tokens, log_probs, events)
         return results
 
     def noise(self, windows: torch.Tensor) -> torch.Tensor | None:
@@ -470,8 +499,9 @@ class DecodingTask:
             noise = torch.cat([torch.randn(shape, generator=g) for g in generators]) if generators else torch.empty(0)
         return noise * self.options.noise_scale
 
-    def context(self, windows: torch.Tensor) -> Any:
-        """The backend's audio side for these windows, once per window (repeated per candidate row)."""
+    def context(self, windows: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
+        """The backend's audio side for these windows, once per window: what the step reads
+        (repeated per candidate row) and the event head's clip probabilities (None without one)."""
         return self.runner.context(windows.to(self.model.device), self.rows_per_window)
 
     def sample(self, context: Any, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -499,14 +529,18 @@ class DecodingTask:
         token_log_probs, tokens = torch.log_softmax(logits.float(), dim=-1).max(dim=-1)
         return tokens, token_log_probs
 
-    def rank(self, tokens: torch.Tensor, log_probs: torch.Tensor) -> list[list[Candidate]]:
-        """(windows x rows, length) decoder output -> per window, its candidates best first."""
+    def rank(
+        self, tokens: torch.Tensor, log_probs: torch.Tensor, events: torch.Tensor | None = None
+    ) -> list[list[Candidate]]:
+        """(windows x rows, length) decoder output, and each window's clip event probabilities ->
+        per window, its candidates best first."""
         per_window = self.options.candidates if self.is_dac else max(self.options.beam_size, self.options.candidates)
         tokens = tokens.view(-1, per_window, tokens.shape[-1]).cpu()
         log_probs = log_probs.float().view(-1, per_window, log_probs.shape[-1]).cpu()
+        heard = events.tolist() if events is not None else [None] * len(tokens)
         return [
-            rank_candidates(self.model, rows.tolist(), scores.tolist(), self.options)
-            for rows, scores in zip(tokens, log_probs, strict=True)
+            rank_candidates(self.model, rows.tolist(), scores.tolist(), self.options, clip)
+            for rows, scores, clip in zip(tokens, log_probs, heard, strict=True)
         ]
 
 
@@ -522,9 +556,14 @@ def decode(
 
 
 def rank_candidates(
-    model: Captioner, rows: Sequence[Sequence[int]], log_probs: Sequence[Sequence[float]], options: DecodingOptions
+    model: Captioner,
+    rows: Sequence[Sequence[int]],
+    log_probs: Sequence[Sequence[float]],
+    options: DecodingOptions,
+    clip_probabilities: Sequence[float] | None = None,
 ) -> list[Candidate]:
-    """One window's candidate token rows -> captions, best first (pluggable by ``options.rank``)."""
+    """One window's candidate token rows -> captions, best first (pluggable by ``options.rank``);
+    ``clip_probabilities``: the event head's, over ``model.dims.event_classes``."""
     candidates = []
     for ids, row_log_probs in zip(rows, log_probs, strict=True):
         kept = cut_and_collapse(list(ids), model.eos_id, model.pad_id)
@@ -542,6 +581,9 @@ def rank_candidates(
     if rank == "mbr":
         order = minimum_bayes_risk_order([c.caption for c in candidates])
         candidates = [candidates[i] for i in order]
+    if options.match_events and clip_probabilities is not None:  # a stable sort: ties keep the order above
+        classes = model.dims.event_classes
+        candidates.sort(key=lambda c: -event_agreement(c.caption, clip_probabilities, classes))
     if options.prefer_whole:  # a stable sort: whole, redundant, misfit, broken; the order above within each
         candidates.sort(key=lambda c: (is_broken(c.caption), is_misfit(c.caption), is_redundant(c.caption)))
     return candidates[: options.candidates]
