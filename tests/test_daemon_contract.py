@@ -34,6 +34,7 @@ FROZEN_FIELDS = {
 # listed in docs/subscribing.md with the change it came with.
 OPTIONAL_FIELDS = {"caption": set(), "event": set(), "status": {"error", "drift_ppm"}}
 OPTIONAL_WINDOW_FIELDS = {"failed"}
+OPTIONAL_SOURCE_FIELDS = {"problem"}
 AUDIO_FIELDS = {"start", "end", "start_sample", "end_sample", "sample_rate"}
 
 
@@ -68,6 +69,9 @@ def test_schema_fields_are_frozen(validator):
     windows = defs["status"]["properties"]["windows"]
     assert set(windows["properties"]) == set(windows["required"]) | OPTIONAL_WINDOW_FIELDS
     assert not OPTIONAL_WINDOW_FIELDS & set(windows["required"])
+    source = defs["status"]["properties"]["source"]
+    assert set(source["properties"]) == set(source["required"]) | OPTIONAL_SOURCE_FIELDS
+    assert not OPTIONAL_SOURCE_FIELDS & set(source["required"])
 
 
 def test_every_published_message_matches_schema_and_field_list(tmp_path, validator):
@@ -78,6 +82,7 @@ def test_every_published_message_matches_schema_and_field_list(tmp_path, validat
         older = {key: value for key, value in message.items() if key not in OPTIONAL_FIELDS[message["type"]]}
         if message["type"] == "status":
             older["windows"] = {k: v for k, v in message["windows"].items() if k not in OPTIONAL_WINDOW_FIELDS}
+            older["source"] = {k: v for k, v in message["source"].items() if k not in OPTIONAL_SOURCE_FIELDS}
         validator.validate(older)
     caption = published_messages(tmp_path)[0]
     assert caption["caption"] == caption["candidates"][0]["caption"]

@@ -230,6 +230,8 @@ def test_daemon_without_its_microphone_fails_visibly_and_stops_extending_its_sta
         statuses = [subscriber.receive(2)[1] for _ in range(3)]
         assert all(m["state"] == "degraded" and m["source"]["state"] == "failed" for m in statuses)
         assert statuses[-1]["source"]["name"] == "no-such-microphone"
+        # Why, in the message too (not only in STATUS= and the journal): the device and the inputs found.
+        assert "'no-such-microphone' not found (inputs:" in statuses[-1]["source"]["problem"], statuses[-1]
         child.send_signal(signal.SIGTERM)
         child.wait(5)
     finally:

@@ -241,7 +241,7 @@ class Daemon:
         return messages.status_body(
             state=state or self.state(), uptime_s=time.monotonic() - self._started,
             source={"kind": source.kind, "name": source.name, "state": source.state, "overflows": overflows,
-                    "reopens": source.reopens},
+                    "reopens": source.reopens, "problem": getattr(source, "problem", None)},
             windows=windows, real_time_factor=self.real_time_factor,
             audio=messages.audio_span(self.clock, 0, position) if self.clock else None,
             latency_ms=latency, silent=silent, model_id=self.engine.model_id, backend=self.engine.backend,
