@@ -244,6 +244,14 @@ def test_ranking_repairs_broken_candidates_and_puts_whole_ones_first():
         ("a fire burns and a turkey wails", True),
         ("a crowd cheers as a fire burns crackles in the background", True),  # two verbs, from the demo
         ("a helicopter hovers rattles off shots", True),
+        ("a beeping calls out a fire crackles", True),  # two verbs in one clause, from the demo
+        ("rain patters on a windshield chainsaw roars", True),
+        ("a tuba guitar is strummed, and then gun is reloaded", True),  # two nouns of two sounds
+        ("after a moment of quiet, a shotgun gun fires", True),
+        ("a car horn honks while a dog barks", False),  # a noun of two words; two clauses
+        ("near running water, someone says something", False),  # a comma between the nouns
+        ("a pickaxe chips at stone while a man says something in a busy port", False),
+        ("footsteps on carpet sound near a busy road", False),  # "sound" is a verb too
         ("a dog barks while rain falls", False),
         ("a train whistle sounds as a car passes by", False),  # a noun of two words; "passes by"
         ("a snare drum is hit twice", False),  # an auxiliary before the verb

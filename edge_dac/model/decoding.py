@@ -217,7 +217,7 @@ def is_misfit(caption: str) -> bool:
     ("a siren applauds", "a telephone gobbles": one position took its word from another sound).
     None of the corpus's 25,000 test references is one; a fifth of the shipped DAC's best
     captions were, nearly always with a fitting candidate beside them, so ranking prefers those."""
-    return _lexicon().misfit_verb(caption) is not None
+    return _lexicon().misfit_words(caption) is not None
 
 
 @functools.cache
