@@ -147,14 +147,16 @@ class OnnxRuntimeRunner:
             self.audio = onnxruntime.InferenceSession(str(folder / AUDIO_FILE), options, providers=providers)
         self.step_session = onnxruntime.InferenceSession(str(folder / step_file), options, providers=providers)
         self.reads_code = "code" in {node.name for node in self.step_session.get_inputs()}
+        # The graph the audio side runs (mix for a streaming encoder) and its outputs: keys, values[, events].
+        self.audio_session = self.mix if self.chunks is not None else self.audio
+        self.audio_names = [output.name for output in self.audio_session.get_outputs()]
 
     def context(
         self, windows: torch.Tensor, candidates: int
     ) -> tuple[tuple[np.ndarray, np.ndarray], torch.Tensor | None]:
         # One window at a time: the audio graph runs once per window, so batching buys little, while
         # its activations grow with the batch (~35 MB a 10 s window) and set the process's peak memory.
-        session = self.mix if self.chunks is not None and self.mix is not None else self.audio
-        names = [output.name for output in session.get_outputs()]  # keys, values[, events]
+        session, names = self.audio_session, self.audio_names
         if self.chunks is not None:
             features = self.chunks.features(windows).numpy()
             outputs = [session.run(names, {"features": f[None]}) for f in features]
