@@ -54,6 +54,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="score the decoder's raw captions: do not cut broken ones back to a whole prefix (the daemon does)",
     )
     parser.add_argument(
+        "--event-guidance", type=float, default=DecodingOptions.event_guidance, metavar="G",
+        help="how hard the event head's clip probabilities steer the decoder's words "
+        f"(default {DecodingOptions.event_guidance}, as the daemon; 0: off)",
+    )
+    parser.add_argument(
         "--no-match-events", dest="match_events", action="store_false",
         help="rank the candidates without the event head (the daemon puts those that name what it hears first)",
     )
@@ -92,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         repair=args.repair,
         match_events=args.match_events,
+        event_guidance=args.event_guidance,
         batch_size=args.batch_size,
         limit=args.limit,
         split=args.split,

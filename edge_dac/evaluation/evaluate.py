@@ -126,7 +126,8 @@ def evaluate(
         lexicon = load_lexicon()
     kind = captioner.dims.kind
     decoding = decoding_options(
-        kind, options.steps, options.candidates, options.beam, options.seed, options.repair, options.match_events
+        kind, options.steps, options.candidates, options.beam, options.seed, options.repair, options.match_events,
+        options.event_guidance,
     )
     if kind == "dac" and options.beam > 1:
         logger.warning("--beam applies to AR models only; this DAC model draws --candidates samples instead")

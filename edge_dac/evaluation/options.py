@@ -19,6 +19,7 @@ class EvalOptions:
     candidates: int = DecodingOptions.candidates
     repair: bool = DecodingOptions.repair  # False: score the decoder's raw captions (no whole-prefix repair)
     match_events: bool = DecodingOptions.match_events  # False: rank without the event head
+    event_guidance: float = DecodingOptions.event_guidance  # 0: the event head does not steer the words
     beam: int = 1  # AR only: 1 = greedy (a beam of K is used when K > 1)
     seed: int = 0
     batch_size: int = 32
@@ -44,6 +45,8 @@ class EvalOptions:
                 raise EdgeDacError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
             raise EdgeDacError(f"--limit must be at least 1, got {self.limit}")
+        if self.event_guidance < 0:
+            raise EdgeDacError(f"--event-guidance must be 0 or more, got {self.event_guidance}")
         if self.speed_seconds <= 0:
             raise EdgeDacError(f"--speed-seconds must be positive, got {self.speed_seconds:g}")
         if not self.sweep_steps or min(self.sweep_steps) < 1:

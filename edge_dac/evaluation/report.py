@@ -85,6 +85,10 @@ def render_report(result: dict, clips: Sequence[dict], samples: int = 10, plots:
         how = "AR, greedy"
     if not decoding.get("repair", True):
         how += ", raw captions (no whole-prefix repair)"
+    if decoding.get("event_guidance", 0) == 0:
+        how += ", no event guidance"
+    else:
+        how += f", event guidance {decoding['event_guidance']:g}"
     if not decoding.get("match_events", True):
         how += ", ranked without the event head"
     out = [

@@ -80,8 +80,9 @@ def decoding_alone(
     side: the encoder output for AR, the backend's cross-attention context for DAC."""
     task = DecodingTask(captioner, options, runner)
     windows = captioner.fit_length(torch.as_tensor(audio, dtype=torch.float32))
-    (context, _), noise = task.context(windows), task.noise(windows)
-    return lambda: task.sample(context, noise)
+    (context, events), noise = task.context(windows), task.noise(windows)
+    bias = task.bias(events)
+    return lambda: task.sample(context, noise, bias)
 
 
 def generated_tokens(tokens: torch.Tensor, eos_id: int, pad_id: int) -> int:

@@ -69,13 +69,18 @@ class ARDecoder(nn.Module):
         return ARLosses(cross_entropy, cross_entropy, accuracy)
 
     @torch.no_grad()
-    def greedy(self, audio_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def greedy(
+        self, audio_features: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids (batch, 1, length) and their log-probabilities; stops when every row ended."""
-        return self.beam_search(audio_features, beam_size=1)
+        return self.beam_search(audio_features, beam_size=1, bias=bias)
 
     @torch.no_grad()
-    def beam_search(self, audio_features: torch.Tensor, beam_size: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-        """Beams (batch, beam_size, length) best first, with per-token log-probabilities."""
+    def beam_search(
+        self, audio_features: torch.Tensor, beam_size: int = 3, bias: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Beams (batch, beam_size, length) best first, with per-token log-probabilities.
+        ``bias``: (batch, vocab), added to every step's logits (the event guidance of decoding.py)."""
         batch, device = audio_features.shape[0], audio_features.device
         length = self.dims.max_caption_tokens
         rows = batch * beam_size
@@ -88,8 +93,11 @@ class ARDecoder(nn.Module):
         beam_scores[:, 0] = 0.0
         finished = torch.zeros(rows, dtype=torch.bool, device=device)
         current = torch.full((rows, 1), self.bos_id, dtype=torch.long, device=device)
+        row_bias = bias.float().repeat_interleave(beam_size, dim=0) if bias is not None else None
         for step in range(length):
             logits = self(current, audio_kv, cache=cache, offset=step)[:, -1].float()
+            if row_bias is not None:
+                logits = logits + row_bias
             log_probs = torch.log_softmax(logits, dim=-1)
             # A finished beam only extends with [PAD] at no cost, so its score stays fixed.
             log_probs[finished] = float("-inf")

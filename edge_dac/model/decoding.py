@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
-from edge_dac.lexicon import Lexicon, load_lexicon, stem
+from edge_dac.lexicon import STOPWORDS, Lexicon, load_lexicon, stem, strip_article
 from edge_dac.model.diffusion import DiffusionDecoder
 from edge_dac.model.tokenizer import decode_tokens
 
@@ -37,7 +37,10 @@ class DecodingOptions:
     beam_size: AR only (1 = greedy); seed: makes DAC's starting noise reproducible;
     rank: "mbr" picks the candidate that agrees most with the others, "score" the most probable;
     "auto" is "mbr" for DAC's independent samples and "score" for AR beams (beams are not samples,
-    so their consensus is not a good estimate of the best caption); match_events: then the
+    so their consensus is not a good estimate of the best caption); event_guidance: the decoder's
+    logits get ``event_bias`` from the event head's clip probabilities at every step, so the words
+    of the sounds the head hears are written and those of sounds it does not hear are not (0 turns
+    it off; a model without the head decodes as without it); match_events: then the
     candidates that name what the model's event head hears come first (``event_agreement``; a
     model without the head keeps the order above); prefer_whole: whole captions
     come first, in that order, then whole but redundant ones (``is_redundant``: one sound named
@@ -53,6 +56,7 @@ class DecodingOptions:
     seed: int | None = 0
     rank: str = "auto"
     noise_scale: float = 1.0
+    event_guidance: float = 1.0  # how hard the event head's clip probabilities steer the words (0: off)
     match_events: bool = True  # candidates that agree with the event head first
     prefer_whole: bool = True  # whole captions first, then redundant, then misfit, then broken ones
     repair: bool = True  # cut a broken caption back to a whole prefix; drop a redundant one's repeats
@@ -226,6 +230,11 @@ def _lexicon() -> Lexicon:
     return load_lexicon()
 
 
+# Event guidance (``event_bias``): measured on val scenes (docs/dac-recipe.md).
+GUIDANCE_THRESHOLD = 0.15  # the head's clip probability above which a word is pushed up
+GUIDANCE_CLIP = 3.0  # |log(p / threshold)| at most 3, so a decoder sure of a word can keep it
+GUIDED_WORD_MAX_CLASSES = 8  # a word more classes use is grammar, not evidence
+
 # Words a new clause or phrase starts with: where a caption may be cut back to a whole prefix.
 CLAUSE_STARTS = frozenset({"and", "while", "as", "then", ",", "with", "followed", "before", "after", "in", "over"})
 
@@ -343,6 +352,45 @@ def event_agreement(caption: str, clip_probabilities: Sequence[float], classes: 
     hit = sum(clip_probabilities[index[name]] for name in named if name in index)
     total = len(named) + sum(clip_probabilities)
     return 2 * hit / total if total else 0.0
+
+
+def event_word_tokens(
+    tokenizer: Any, classes: Sequence[str], vocab_size: int, lexicon: Lexicon | None = None
+) -> torch.Tensor:
+    """(classes, vocab) 0/1: the tokens that are whole words of a class's wording in the lexicon
+    (its nouns, verbs, participles and synonyms: "dog", "barks", "barking"), what event guidance
+    moves. Function words ("the", "with"), words under three letters, words split into pieces and words
+    shared by more than ``GUIDED_WORD_MAX_CLASSES`` classes ("plays", "something": grammar, not
+    evidence) are left out."""
+    lexicon = lexicon or _lexicon()
+    owners: list[set[int]] = [set() for _ in range(vocab_size)]
+    for index, name in enumerate(classes):
+        if name not in lexicon.entries:
+            continue
+        words: set[str] = set()
+        for entry in [lexicon.entries[name], *(e for e in lexicon.label_entries.values() if e.label == name)]:
+            for phrase in (*map(strip_article, entry.noun), *entry.verb, *entry.ing, *entry.also):
+                words.update(phrase.split())
+        for word in words - STOPWORDS - FUNCTION_WORDS:
+            ids = tokenizer.encode(word)
+            if len(word) >= 3 and len(ids) == 1:
+                owners[ids[0]].add(index)
+    matrix = torch.zeros(len(classes), vocab_size)
+    for token, owned in enumerate(owners):
+        if len(owned) <= GUIDED_WORD_MAX_CLASSES:
+            matrix[sorted(owned), token] = 1.0
+    return matrix
+
+
+def event_bias(clip_probabilities: torch.Tensor, word_tokens: torch.Tensor, guidance: float) -> torch.Tensor:
+    """(windows, classes) clip probabilities -> (windows, vocab) logit offsets: each event word gets
+    ``guidance * log(p / GUIDANCE_THRESHOLD)`` with p the most probable of its classes, clipped to
+    +-``GUIDANCE_CLIP``; other tokens get 0. So a word of a sound the head hears (p above the
+    threshold) is pushed up and one of a sound it does not hear is pushed down, before the
+    decoder's own choice; grammar words are left to the decoder."""
+    p = (clip_probabilities.float()[:, :, None] * word_tokens[None]).amax(dim=1).clamp_min(1e-4)
+    offsets = guidance * torch.log(p / GUIDANCE_THRESHOLD).clamp(-GUIDANCE_CLIP, GUIDANCE_CLIP)
+    return torch.where(word_tokens.sum(0) > 0, offsets, torch.zeros_like(offsets))
 
 
 @functools.cache
@@ -471,6 +519,9 @@ class DecodingTask:
             raise ValueError(f"{options.candidates} candidates per window exceed the backend's {max_rows} rows a call")
         limits = [n for n in (max_windows, max_rows // self.rows_per_window if max_rows else None) if n]
         self.windows_per_call = min(limits) if limits else None
+        guided = options.event_guidance > 0 and model.events is not None
+        dims = model.dims
+        self.word_tokens = event_word_tokens(model.tokenizer, dims.event_classes, dims.vocab_size) if guided else None
 
     @torch.inference_mode()
     def run(self, audio: torch.Tensor | np.ndarray) -> list[list[Candidate]]:
@@ -482,7 +533,7 @@ class DecodingTask:
         for first in range(0, len(windows), step):
             chunk = windows[first : first + step]
             context, events = self.context(chunk)
-            tokens, log_probs = self.sample(context, self.noise(chunk))
+            tokens, log_probs = self.sample(context, self.noise(chunk), self.bias(events))
             results += self.rank(tokens, log_probs, events)
         return results
 
@@ -504,16 +555,26 @@ class DecodingTask:
         (repeated per candidate row) and the event head's clip probabilities (None without one)."""
         return self.runner.context(windows.to(self.model.device), self.rows_per_window)
 
-    def sample(self, context: Any, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids and their log-probabilities, (rows, length): the decoder alone (what speed measures)."""
+    def bias(self, events: torch.Tensor | None) -> torch.Tensor | None:
+        """Each window's logit offsets from its clip event probabilities (``event_bias``), or None."""
+        if self.word_tokens is None or events is None:
+            return None
+        return event_bias(events, self.word_tokens, self.options.event_guidance).to(self.model.device)
+
+    def sample(
+        self, context: Any, noise: torch.Tensor | None, bias: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and their log-probabilities, (rows, length): the decoder alone (what speed
+        measures). ``bias``: (windows, vocab) logit offsets, added at every step."""
         decoder = self.model.decoder
         if not isinstance(decoder, DiffusionDecoder):
             beams = max(self.options.beam_size, self.options.candidates)
-            tokens, log_probs = decoder.beam_search(context, beams) if beams > 1 else decoder.greedy(context)
+            tokens, log_probs = decoder.beam_search(context, beams, bias)  # a beam of 1 is greedy
             return tokens.flatten(0, -2), log_probs.flatten(0, -2)
         assert noise is not None
         rows = noise.shape[0]
         device = self.model.device
+        row_bias = bias.repeat_interleave(self.options.candidates, dim=0)[:, None, :] if bias is not None else None
         x = noise.to(device)
         codes = decoder.candidate_codes(rows // self.options.candidates, self.options.candidates).to(device)
         self_cond = torch.zeros_like(x)
@@ -522,6 +583,9 @@ class DecodingTask:
         for i in range(self.options.steps):
             t, t_next = times[i].expand(rows), times[i + 1].expand(rows)
             logits, x0 = self.runner.step(x, t, self_cond, codes, context)
+            if row_bias is not None:  # the x0 estimate follows the steered logits (score interpolation)
+                logits = logits + row_bias.to(logits.dtype)
+                x0 = decoder.expected_embedding(logits.to(decoder.token_embedding.weight.dtype)).to(x0.dtype)
             self_cond = x0
             if i + 1 < self.options.steps:
                 x = decoder.ddim_step(x, x0, t, t_next)
