@@ -189,11 +189,7 @@ class Lexicon:
         words count (a word the lexicon does not know is no evidence)."""
         words = re.findall(r"[a-z]+|,", caption.lower())
         stems = [stem(word) for word in words]
-        # A lexicon verb in the third person ("burns", "rattles") that is no noun as well.
-        finite = [
-            word.endswith("s") and word_stem in self._verbs and word not in self._verbs_of
-            for word, word_stem in zip(words, stems, strict=True)
-        ]
+        finite = [self.is_finite_verb(word) for word in words]
         clause_verb: str | None = None
         for i, word in enumerate(words):
             if word in CLAUSE_JOINERS:
@@ -212,6 +208,10 @@ class Lexicon:
             if after in self._verbs_of and stems[i] not in self._verbs and stems[i + 1] not in self._verbs:
                 return noun, after  # two nouns, neither also a verb ("sound", "chips")
         return None
+
+    def is_finite_verb(self, word: str) -> bool:
+        """A lexicon verb in the third person ("burns", "rattles") that is no noun as well."""
+        return word.endswith("s") and stem(word) in self._verbs and word not in self._verbs_of
 
     def _index(self) -> None:
         # A one-word phrase that other classes use in their own wording ("chops wood", "a tom

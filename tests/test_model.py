@@ -147,6 +147,8 @@ def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem, codes, chunk_
         ("a tuba plays a low", True),
         ("a machine gun rattles off shots with a flowing in the background", True),  # a participle, no noun
         ("a siren wails with a running", True),
+        ("rain patters on a windshield and a roars in the background", True),  # an article before a verb
+        ("after a moment of quiet, a dog barks, a says something", True),
         ("a building collapsing with a ringing phone", False),
         ("", True),
         ("the wind blows low and steady", False),
