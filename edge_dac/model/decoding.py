@@ -166,9 +166,9 @@ def is_broken(caption: str) -> bool:
     for word, after in zip(words, words[1:], strict=False):
         if after == "," and word in CANNOT_END:
             return True
-        if word in ARTICLES and (after in FUNCTION_WORDS or after in NOT_AFTER_ARTICLE):
-            return True
-        if word in ARTICLES and _lexicon().is_finite_verb(after):  # "and a roars", "a says something"
+        if word in ARTICLES and (  # "a with", "a twice", "and a roars"
+            after in FUNCTION_WORDS or after in NOT_AFTER_ARTICLE or _lexicon().is_finite_verb(after)
+        ):
             return True
         if (word == "an" and after[0] not in "aeiouh") or (word == "a" and after[0] in "aei"):
             return True
