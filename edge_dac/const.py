@@ -18,6 +18,7 @@ ASSETS_DIR = PACKAGE_DIR / "assets"
 DEMO_DIR = ASSETS_DIR / "demo"  # the bundled demo scenes (*.flac, manifest.jsonl)
 DEFAULT_MODEL_DIR = ASSETS_DIR / "model"  # the model shipped inside the package
 LEXICON_PATH = PACKAGE_DIR / "lexicon.yaml"
+CAPTION_PAIRS_PATH = PACKAGE_DIR / "caption_pairs.txt"  # word pairs of the caption writer (scripts/caption_pairs.py)
 
 # --- environment variables ----------------------------------------------------------------------------
 CATALOG_ENV = "EDGE_DAC_CATALOG"  # the soundscape catalog.csv

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
-from edge_dac.lexicon import STOPWORDS, Lexicon, load_lexicon, stem, strip_article
+from edge_dac.lexicon import STOPWORDS, CaptionPairs, Lexicon, load_caption_pairs, load_lexicon, stem, strip_article
 from edge_dac.model.diffusion import DiffusionDecoder
 from edge_dac.model.tokenizer import decode_tokens
 
@@ -155,7 +155,9 @@ def is_broken(caption: str) -> bool:
     then"), an article that does not fit the next word ("an drums", "a owl") or stands before a
     verb of the lexicon ("and a roars": none of the corpus's 50,000 test and val references), or an article and an
     adjective or participle with no noun after them ("a tuba plays a low and then", "with a
-    flowing in the background")."""
+    flowing in the background"), or two wordings run into each other: a pair of adjacent words
+    that no caption of the corpus writes ("a tree crashes down traffic past", "rain patters on a
+    windshield chainsaw overhead"; ``CaptionPairs``)."""
     words = caption.replace(",", " , ").split()
     if not words or words[-1] in CANNOT_END:
         return True
@@ -172,7 +174,7 @@ def is_broken(caption: str) -> bool:
             return True
         if (word == "an" and after[0] not in "aeiouh") or (word == "a" and after[0] in "aei"):
             return True
-    return False
+    return bool(_caption_pairs().unheard(caption))
 
 
 # Nouns that end in "-ing" (a participle after one is no second participle: "a building collapsing").
@@ -231,6 +233,12 @@ def is_misfit(caption: str) -> bool:
 def _lexicon() -> Lexicon:
     """The packaged lexicon, loaded once: ranking asks it about every candidate of every window."""
     return load_lexicon()
+
+
+@functools.cache
+def _caption_pairs() -> CaptionPairs:
+    """The packaged word pairs, loaded once (as ``_lexicon``)."""
+    return load_caption_pairs(lexicon=_lexicon())
 
 
 # Event guidance (``event_bias``): measured on val scenes (docs/dac-recipe.md).
@@ -320,10 +328,16 @@ def _without_empty_clauses(words: list[str]) -> list[str]:
 
 def whole_prefix(caption: str) -> str:
     """The longest prefix of a caption that is whole (not ``is_broken``) and ends where the caption
-    ends or a new clause begins; the caption itself if it is whole; "" when no prefix is."""
+    ends, a new clause begins or a second wording runs in ("rain patters on a windshield chainsaw
+    overhead" -> "rain patters on a windshield"); the caption itself if it is whole; "" when no
+    prefix is."""
     words = caption.replace(",", " , ").split()
+    pairs = _caption_pairs()
+    run_ins = {  # cut before the second wording, where the first ends as the corpus's captions end
+        i for i in range(1, len(words)) if pairs.unheard_pair(words[i - 1], words[i]) and pairs.ends(words[i - 1])
+    }
     for end in range(len(words), 0, -1):
-        if end < len(words) and words[end] not in CLAUSE_STARTS:
+        if end < len(words) and words[end] not in CLAUSE_STARTS and end not in run_ins:
             continue
         prefix = " ".join(words[:end]).replace(" , ", ", ")
         if not is_broken(prefix):
