@@ -220,14 +220,12 @@ class Lexicon:
         return word.endswith("s") and stem(word) in self._verbs and word not in self._verbs_of
 
     def word_class(self, word: str) -> str:
-        """What a word is to the lexicon: "<noun>" (a sound's head noun), "<ing>", "<verb>" (third
-        person) or "<base>" (a verb's other forms), or the word itself for every other word."""
+        """What a word is to the lexicon: "<noun>" (a sound's head noun), "<ing>" (a participle),
+        "<verb>" (any other form of a sound's verb: "barks", "tinkle"), or the word itself."""
         if word in self._verbs_of:
             return "<noun>"
         if stem(word) in self._verbs:
-            if word.endswith("ing"):
-                return "<ing>"
-            return "<verb>" if word.endswith("s") else "<base>"
+            return "<ing>" if word.endswith("ing") else "<verb>"
         return word
 
     def _index(self) -> None:
