@@ -22,6 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--candidates", type=int, default=None, help="candidates per window (default 5; AR: beam size, default 1)"
     )
     parser.add_argument(
+        "--event-guidance", type=float, default=None, metavar="G",
+        help="how hard the event head steers the words (default 1, as the daemon; 0: off)",
+    )
+    parser.add_argument(
         "--backend", default="auto", help="auto (the fastest available), eager, onnxruntime, torch-compile, tensorrt"
     )
     parser.add_argument("--window", type=float, default=None, metavar="S", help="window seconds (default: model's)")
@@ -59,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
 
     for name in ("steps", "candidates", "window", "hop", "threads", "batch"):
         _check_positive(name, getattr(args, name))
+    if args.event_guidance is not None and not args.event_guidance >= 0:
+        raise EdgeDacError(f"--event-guidance must be 0 or more, got {args.event_guidance:g}")
     engine = load_engine(args.model, backend=args.backend, threads=args.threads, seed=args.seed)
+    if args.event_guidance is not None:
+        engine.event_guidance = args.event_guidance
     model_seconds = engine.window_samples / engine.sample_rate
     if args.window and args.window > model_seconds:
         raise EdgeDacError(

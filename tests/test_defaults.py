@@ -18,5 +18,5 @@ def test_daemon_eval_and_shipped_config_use_the_decoding_defaults():
     engine = EngineConfig()
     shipped = yaml.safe_load((ROOT / "configs" / "daemon.yaml").read_text())["engine"]
     evaluation = EvalOptions()
-    for name in ("steps", "candidates"):
+    for name in ("steps", "candidates", "event_guidance"):
         assert getattr(engine, name) == shipped[name] == getattr(evaluation, name) == getattr(defaults, name), name

@@ -80,6 +80,12 @@ def window_latency(clock: AudioClock, window: Window, now: float | None = None) 
     return max(0.0, now - ended)
 
 
+def set_guidance(engine: Captioning, guidance: float) -> None:
+    """The config's event guidance into an engine that has one (an attribute the next batch reads)."""
+    if hasattr(engine, "event_guidance"):
+        engine.event_guidance = guidance
+
+
 class Daemon:
     def __init__(
         self,
@@ -124,6 +130,7 @@ class Daemon:
             make_agreement(self.labels_of),
             labels_of=self.labels_of, end_after=config.events.end_after,
         )
+        set_guidance(self.engine, config.engine.event_guidance)
         self.worker = InferenceWorker(
             self.engine, self.queue, steps=config.engine.steps, candidates=config.engine.candidates,
             max_batch=config.worker.max_batch, on_result=self._on_caption, on_silent=self._on_silent,
@@ -413,6 +420,7 @@ class Daemon:
                 self.windower.reconfigure(length_s, new.windows.hop_s, new.windows.silence_dbfs)
                 self._warn_about_gaps()
             self.worker.steps, self.worker.candidates = new.engine.steps, new.engine.candidates
+            set_guidance(self.engine, new.engine.event_guidance)
             self.worker.max_batch = new.worker.max_batch
             self.queue.resize(new.worker.queue_size)
             self.tracker.end_after = new.events.end_after

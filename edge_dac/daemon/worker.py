@@ -32,7 +32,8 @@ class Candidate(Protocol):
 class Captioning(Protocol):
     """What the daemon needs from an engine (``edge_dac.engines.CaptionEngine`` has this shape).
 
-    An engine may also have ``window_samples``, the audio its model hears: the default window length.
+    An engine may also have ``window_samples``, the audio its model hears: the default window length,
+    and ``event_guidance``, which the daemon sets from ``engine.event_guidance`` (at start and reload).
     """
 
     model_id: str

@@ -50,6 +50,8 @@ class CaptionEngine:
         self.max_rows: int | None = None
         self.precision = "fp32"
         self.folder: Path | None = None  # the built engine's folder, for compiled backends
+        # How hard the event head steers the words (0: off); the daemon sets it from its config.
+        self.event_guidance = DecodingOptions.event_guidance
 
     def caption(
         self, windows: np.ndarray, steps: int = DecodingOptions.steps, candidates: int = DecodingOptions.candidates
@@ -58,7 +60,9 @@ class CaptionEngine:
             raise NotImplementedError
         # The AR twin's K candidates are its K best beams.
         beams = candidates if self.captioner.dims.kind == "ar" else 1
-        options = DecodingOptions(steps=steps, candidates=candidates, beam_size=beams, seed=self.seed)
+        options = DecodingOptions(
+            steps=steps, candidates=candidates, beam_size=beams, seed=self.seed, event_guidance=self.event_guidance
+        )
         try:
             task = DecodingTask(self.captioner, options, self.runner, self.max_rows, self.max_windows)
         except ValueError as error:
