@@ -326,6 +326,33 @@ def _without_empty_clauses(words: list[str]) -> list[str]:
     return [word for clause, empty in zip(clauses, _adds_nothing(clauses), strict=True) if not empty for word in clause]
 
 
+def drop_run_ins(caption: str, most: int = 2) -> str:
+    """The caption less at most ``most`` words where two wordings run into each other (``is_broken``'s
+    word pairs), when that makes it whole: "a weapon hits a wooden shield cracks as a woman says
+    something" -> "a weapon hits a wooden shield as a woman says something", so the sounds named after
+    the slip stay; "" when no such deletion makes it whole (``whole_prefix`` then cuts)."""
+    pairs = _caption_pairs()
+
+    def mend(words: list[str], budget: int) -> list[str] | None:
+        run_ins = [i for i in range(1, len(words)) if pairs.unheard_pair(words[i - 1], words[i])]
+        if not run_ins:
+            return words if words and not is_broken(" ".join(words)) else None
+        if budget == 0:
+            return None
+        i = run_ins[0]  # the word after the slip first: the first wording is usually the one that fits
+        padded = ["<s>", *words, "</s>"]  # words[i] is padded[i + 1]
+        for drop in (i, i - 1):
+            # The words that meet where one goes must be a pair the corpus writes as it stands (the
+            # back-off to classes is for telling slips apart, too loose to write with).
+            meet = (padded[drop], padded[drop + 2])
+            if meet in pairs.heard and (mended := mend(words[:drop] + words[drop + 1 :], budget - 1)) is not None:
+                return mended
+        return None
+
+    mended = mend(caption.replace(",", " , ").split(), most)
+    return " ".join(mended).replace(" , ", ", ") if mended else ""
+
+
 def whole_prefix(caption: str) -> str:
     """The longest prefix of a caption that is whole (not ``is_broken``) and ends where the caption
     ends, a new clause begins or a second wording runs in ("rain patters on a windshield chainsaw
@@ -662,7 +689,7 @@ def rank_candidates(
         score = float(np.mean(used)) if used else float("-inf")
         caption = collapse_repeated_words(decode_tokens(model.tokenizer, kept))
         if options.repair and is_broken(caption):
-            caption = whole_prefix(caption) or caption
+            caption = drop_run_ins(caption) or whole_prefix(caption) or caption
         if options.repair and is_redundant(caption):
             caption = drop_repeats(caption)
         candidates.append(Candidate(caption, score))
