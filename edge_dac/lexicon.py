@@ -344,6 +344,10 @@ def _load_cached(path: Path, mtime_ns: int) -> Lexicon:
     return parse_lexicon(data, source=str(path))
 
 
+# Singular nouns that end in "s" ("a news report"): an article before them is no plural slip.
+SINGULAR_IN_S = frozenset({"news", "bus", "gas", "lens", "series", "species", "chorus", "canvas", "circus", "walrus"})
+
+
 @dataclass(frozen=True)
 class CaptionPairs:
     """The adjacent word pairs of the corpus's captions (``caption_pairs.txt``, written by
@@ -372,9 +376,13 @@ class CaptionPairs:
         return (word, "</s>") in self.heard
 
     def unheard_pair(self, a: str, b: str) -> bool:
-        """Whether the corpus never writes ``b`` right after ``a``, even by class."""
+        """Whether the corpus never writes ``b`` right after ``a``, even by class; "a" or "an" before
+        a plural the corpus never writes with one ("a crickets") is unheard, whatever the classes say
+        ("a <noun>" is heard)."""
         if a not in self.known or b not in self.known or (a, b) in self.heard:
             return False
+        if a in ("a", "an") and b.endswith("s") and not b.endswith("ss") and b not in SINGULAR_IN_S:
+            return ("a", b) not in self.heard and ("an", b) not in self.heard
         cls = self.lexicon.word_class
         return (cls(a), b) not in self.heard_by_class and (a, cls(b)) not in self.heard_by_class
 
