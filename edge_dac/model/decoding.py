@@ -157,7 +157,8 @@ def is_broken(caption: str) -> bool:
     adjective or participle with no noun after them ("a tuba plays a low and then", "with a
     flowing in the background"), or two wordings run into each other: a pair of adjacent words
     that no caption of the corpus writes ("a tree crashes down traffic past", "rain patters on a
-    windshield chainsaw overhead"; ``CaptionPairs``)."""
+    windshield chainsaw overhead"; ``CaptionPairs``), or one that stops where no caption of the corpus
+    stops ("and then a woman says")."""
     words = caption.replace(",", " , ").split()
     if not words or words[-1] in CANNOT_END:
         return True
@@ -174,7 +175,13 @@ def is_broken(caption: str) -> bool:
             return True
         if (word == "an" and after[0] not in "aeiouh") or (word == "a" and after[0] in "aei"):
             return True
-    return bool(_caption_pairs().unheard(caption))
+    pairs = _caption_pairs()
+    # A caption cut off mid-clause ("and then a woman says", "a siren wails, followed by"): it ends on
+    # a word no corpus caption ends on (none of the 50,000 test and val references; 5 % of the
+    # shipped DAC's best test captions), or on "followed by", whose "by" ends "passes by".
+    if (words[-1] in pairs.known and not pairs.ends(words[-1])) or words[-2:] == ["followed", "by"]:
+        return True
+    return bool(pairs.unheard(caption))
 
 
 # Nouns that end in "-ing" (a participle after one is no second participle: "a building collapsing").
