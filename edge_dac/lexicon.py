@@ -376,11 +376,15 @@ class CaptionPairs:
         return (word, "</s>") in self.heard
 
     def unheard_pair(self, a: str, b: str) -> bool:
-        """Whether the corpus never writes ``b`` right after ``a``, even by class; "a" or "an" before
-        a plural the corpus never writes with one ("a crickets") is unheard, whatever the classes say
-        ("a <noun>" is heard)."""
+        """Whether the corpus never writes ``b`` right after ``a``, even by class. Two pairs count only
+        as written, whatever the classes say: a caption's end ("and then a woman says": "<verb> </s>"
+        is heard; none of the 50,000 test and val references ends on a word no caption ends on, 5 % of
+        the shipped DAC's best test captions did) and "a" or "an" before a plural ("a crickets":
+        "a <noun>" is heard)."""
         if a not in self.known or b not in self.known or (a, b) in self.heard:
             return False
+        if b == "</s>":
+            return True
         if a in ("a", "an") and b.endswith("s") and not b.endswith("ss") and b not in SINGULAR_IN_S:
             return ("a", b) not in self.heard and ("an", b) not in self.heard
         cls = self.lexicon.word_class
