@@ -22,6 +22,7 @@ from edge_dac.model.decoding import (
     minimum_bayes_risk_order,
     whole_prefix,
 )
+from edge_dac.model.encoder import AvgPool, MonoConv2d
 from edge_dac.model.frontend import LogMel
 from edge_dac.windows import plan_windows
 from tests.factories import CAPTIONS, tiny_captioner
@@ -33,19 +34,41 @@ def test_log_mel_matches_numpy_stft():
     tone = np.sin(2 * np.pi * 1000 * np.arange(rate) / rate).astype(np.float32)
     mel = LogMel(dims)(torch.from_numpy(tone)[None])
     assert mel.shape == (1, dims.n_mels, rate // dims.hop_length)
-    # Cross-check the conv-DFT power spectrum against numpy's FFT on one interior frame.
+    # Cross-check the DFT power spectrum against numpy's FFT on one interior frame.
     frame = 50
     start = frame * dims.hop_length - dims.n_fft // 2
     window = np.hanning(dims.n_fft + 1)[:-1]
     power = np.abs(np.fft.rfft(tone[start : start + dims.n_fft] * window)) ** 2
     module = LogMel(dims)
-    padded = torch.nn.functional.pad(torch.from_numpy(tone)[None, None], (dims.n_fft // 2, dims.n_fft // 2))
-    spectrum = torch.nn.functional.conv1d(padded, module.dft_basis, stride=dims.hop_length)[0, :, frame]
+    spectrum = module.spectrum(torch.from_numpy(tone)[None])[0, :, frame]
     real, imag = spectrum.chunk(2)
     np.testing.assert_allclose((real**2 + imag**2).numpy(), power, rtol=1e-3, atol=1e-2)
     # The 1 kHz tone's energy is in the mel bands around 1 kHz, not at the edges.
     peak_band = int(mel[0, :, frame].argmax())
     assert 10 < peak_band < dims.n_mels - 10
+
+
+def test_eager_stem_kernels_compute_what_the_exported_ops_do():
+    """Eager PyTorch runs the front end and the CNN's first convolution and pooling in faster forms;
+    exported and compiled graphs keep the standard ops. Both must give the same numbers, at every
+    shape a window or a chunk can have (odd sizes fall back to the pooling op)."""
+    torch.manual_seed(0)
+    conv = MonoConv2d(8)
+    for shape in ((2, 1, 64, 1000), (1, 1, 7, 13)):
+        x = torch.randn(shape)
+        reference = torch.nn.functional.conv2d(x, conv.weight, padding=1)
+        torch.testing.assert_close(conv(x), reference, rtol=1e-5, atol=1e-5)
+    for time_pool in (1, 2):
+        pool, reference = AvgPool(time_pool), torch.nn.AvgPool2d((2, time_pool), ceil_mode=True)
+        for shape in ((2, 4, 64, 1000), (1, 4, 15, 251), (1, 4, 8, 7)):
+            x = torch.randn(shape)
+            torch.testing.assert_close(pool(x), reference(x), rtol=0, atol=1e-6)
+    dims = ModelDims(vocab_size=10)
+    module, audio = LogMel(dims), torch.randn(2, dims.sample_rate) * 0.1
+    padded = torch.nn.functional.pad(audio[:, None], (dims.n_fft // 2, dims.n_fft // 2))
+    frames = audio.shape[-1] // dims.hop_length
+    reference = torch.nn.functional.conv1d(padded, module.dft_basis[:, None], stride=dims.hop_length)[..., :frames]
+    torch.testing.assert_close(module.spectrum(audio), reference, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["dac", "ar"])
