@@ -37,6 +37,10 @@ different captions (distilling to one caption per scene would make the K candida
   python scripts/distil_dac.py sampler --teacher edge_dac/assets/model --data runs/distil/data \
       --out runs/distil/sampler --max-minutes 90
 
+With ``--online-teacher-steps T`` the teacher samples each batch's targets from fresh noise in the
+loop instead (no draws stored): progressive halving, e.g. the shipped 4-step model teaching a
+2-step student (docs/dac-recipe.md, stage 9).
+
 ``stream`` trains a streaming encoder (``ModelDims.encoder_chunk_seconds``) to write the features of
 the shipped whole-window encoder, from the audio of the same cached scenes (regenerated: the scene
 stream is deterministic): its decoders then read it unchanged. Both kinds share the encoder, so one
@@ -66,7 +70,7 @@ from edge_dac.data.mixer import SceneMixer
 from edge_dac.evaluation.events import event_f1
 from edge_dac.lexicon import load_lexicon
 from edge_dac.model import Captioner, DecodingOptions, load_captioner, save_captioner
-from edge_dac.model.decoding import DecodingTask, is_broken
+from edge_dac.model.decoding import Candidate, DecodingTask, is_broken
 from edge_dac.model.diffusion import DiffusionDecoder
 from edge_dac.training.config import load_train_config
 from edge_dac.training.data import _SCENE, WORDINGS, MixedScenes, derive_seed, fit_samples, wording_code
@@ -104,8 +108,11 @@ def teach(args: argparse.Namespace) -> None:
             audio = torch.from_numpy(np.stack([fit_samples(s.audio, samples) for s in scenes]))
             with torch.inference_mode():
                 encoded = teacher.encode_audio(teacher.fit_length(audio))
-                best = task.rank(*task.sample(encoded, None))
-                chosen += [_most_likely(teacher, encoded[i : i + 1], s.captions) for i, s in enumerate(scenes)]
+                if args.features_only:  # what sampler and stream read; the beam search is most of a shard
+                    best, chosen = [[Candidate("", 0.0)] for _ in scenes], chosen + [""] * len(scenes)
+                else:
+                    best = task.rank(*task.sample(encoded, None))
+                    chosen += [_most_likely(teacher, encoded[i : i + 1], s.captions) for i, s in enumerate(scenes)]
             features.append(encoded.half().numpy())
             captions += [candidates[0].caption for candidates in best]
             references += [json.dumps(s.captions) for s in scenes]
@@ -385,11 +392,25 @@ def sampler(args: argparse.Namespace) -> None:
     decoder = student.decoder
     assert isinstance(decoder, DiffusionDecoder)
     features = _features(Path(args.data))
-    noise, targets = _sampler_targets(Path(args.out))
-    logger.info(f"{noise.shape[0]} draws x {noise.shape[1]} scenes; the student samples in {args.steps_to} steps")
+    if args.online_teacher_steps:
+        # Progressive halving with the teacher in the loop: a fresh starting noise for every row of
+        # every step, so the student cannot fit a fixed set of (scene, noise) pairs (stage 6's
+        # continued run did, on 40,960 of them).
+        teacher.eval()
+        teacher_task = DecodingTask(teacher, DecodingOptions(steps=args.online_teacher_steps, candidates=1, seed=0))
+        noise = targets = None
+        logger.info(f"{len(features)} scenes, fresh noise each step; the teacher samples in "
+                    f"{args.online_teacher_steps} steps, the student in {args.steps_to}")
+    else:
+        noise, targets = _sampler_targets(Path(args.out))
+        logger.info(f"{noise.shape[0]} draws x {noise.shape[1]} scenes; the student samples in {args.steps_to} steps")
     val_audio, val_labels, val_refs = _val_scenes(args.config, args.val_scenes)
     run = _Run(student, "decoder", args, warmup=50)
     times = torch.linspace(1.0, 0.0, args.steps_to + 1)
+    if args.online_teacher_steps and run.step == 0:
+        mark = _validate(teacher, val_audio, val_labels, args.online_teacher_steps)
+        logger.info(f"teacher at {args.online_teacher_steps} steps: val event-F1 {mark['event_f1']:.3f}, "
+                    f"broken {mark['broken']:.2f}")
 
     def evaluate_and_keep() -> None:
         with run.ema_weights() as model:
@@ -400,13 +421,24 @@ def sampler(args: argparse.Namespace) -> None:
                     f"e.g. {mine['examples'][0]!r} (reference {val_refs[0]!r})")
         run.record(metrics, mine["event_f1"], {"sampler_steps": args.steps_to, "distilled_from": str(args.teacher)})
 
+    def draw() -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """Scene rows, their starting noise and the teacher's tokens from it."""
+        if noise is not None and targets is not None:
+            draws = torch.from_numpy(run.rng.integers(noise.shape[0], size=args.batch))
+            rows = run.rng.integers(noise.shape[1], size=args.batch)
+            return rows, noise[draws, rows].float(), targets[draws, rows]
+        rows = run.rng.integers(len(features), size=args.batch)
+        shape = (args.batch, student.dims.max_caption_tokens, student.dims.embedding_dim)
+        x = torch.from_numpy(run.rng.standard_normal(shape, dtype=np.float32))
+        with torch.no_grad():
+            audio = teacher.decoder.prepare_audio(torch.from_numpy(features[rows]).float())
+            tokens = teacher_task.sample(teacher.decoder.candidate_kv(audio, 1), x)[0]
+        return rows, x, tokens.clone()
+
     def loss() -> torch.Tensor:
-        draws = torch.from_numpy(run.rng.integers(noise.shape[0], size=args.batch))
-        rows = torch.from_numpy(run.rng.integers(noise.shape[1], size=args.batch))
-        target = targets[draws, rows]
+        rows, x, target = draw()
         weights = _token_weights(target, student.eos_id)
-        audio = decoder.prepare_audio(torch.from_numpy(features[rows.numpy()]).float())
-        x = noise[draws, rows].float()
+        audio = decoder.prepare_audio(torch.from_numpy(features[rows]).float())
         self_cond = torch.zeros_like(x)
         total = torch.zeros(())
         for i in range(args.steps_to):
@@ -526,6 +558,8 @@ def main() -> None:
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--part", type=int, default=0, help="this process writes shards i with i %% parts == part")
     t.add_argument("--parts", type=int, default=1)
+    t.add_argument("--features-only", action="store_true",
+                   help="no beam captions or chosen references (empty strings): shards for sampler and stream only")
     t.add_argument("--out", required=True)
     s = sub.add_parser("train")
     s.add_argument("--teacher", required=True)
@@ -547,6 +581,8 @@ def main() -> None:
     r = sub.add_parser("sampler")
     r.add_argument("--teacher", default="edge_dac/assets/model")
     r.add_argument("--steps-to", type=int, default=2, help="sampler steps the student decodes in")
+    r.add_argument("--online-teacher-steps", type=int, default=0, metavar="T",
+                   help="the teacher samples each batch's targets in T steps from fresh noise (no stored draws)")
     _training_arguments(r, steps=3000, batch=64, lr=2e-4, ema=0.998, every=250, minutes=90)
     e = sub.add_parser("stream")
     e.add_argument("--teacher", default="edge_dac/assets/model")
