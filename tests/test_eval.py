@@ -247,6 +247,7 @@ def test_eval_of_an_ar_model_greedy_without_sweep_or_sbert(models, tmp_path):
         (["--limit", "0"], "--limit must be at least 1"),
         (["--split", "train"], "no clips in split 'train'"),
         (["--out", "{tmp}/garbage.jsonl"], "exists and is not a folder"),
+        (["--precision", "int4"], "offers fp32, not int4"),  # the eager backend's only precision
     ],
 )
 def test_bad_arguments_are_one_line_errors(models, tmp_path, capfd, args, expected):

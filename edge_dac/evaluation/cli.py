@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--audio-root", metavar="DIR", help="where relative audio paths are looked up")
     parser.add_argument("--skip-bad", action="store_true", help="leave out clips whose audio is missing or unreadable")
     parser.add_argument("--backend", default="eager", help="inference backend (default eager; see edge_dac.engines)")
+    parser.add_argument(
+        "--precision", metavar="P", help="the engine's precision, as for edge-dac export (default: the backend's fp32)"
+    )
     parser.add_argument("--no-sbert", dest="sbert", action="store_false", help="skip SBERT similarity")
     parser.add_argument("--no-meteor", dest="meteor", action="store_false", help="skip METEOR (needs Java)")
     parser.add_argument("--no-speed", dest="speed", action="store_false", help="skip the 1-thread speed measurement")
@@ -104,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         audio_root=args.audio_root,
         skip_bad=args.skip_bad,
         backend=args.backend,
+        precision=args.precision,
         sbert=args.sbert,
         meteor=args.meteor,
         speed=args.speed,

@@ -118,7 +118,7 @@ def evaluate(
     model_dir = Path(model) if model else default_model_dir()
 
     with clock.stage("load"):
-        engine = load_engine(model_dir, backend=options.backend)
+        engine = load_engine(model_dir, backend=options.backend, precision=options.precision)
         captioner = engine.captioner
         manifest = load_manifest(data, audio_root=options.audio_root, skip_bad=options.skip_bad)
         items = select_items(manifest.items, options.split, options.limit, str(manifest.path))

@@ -28,6 +28,7 @@ class EvalOptions:
     audio_root: str | None = None
     skip_bad: bool = False
     backend: str = "eager"
+    precision: str | None = None  # the backend's own default (fp32) when None
     sbert: bool = True
     meteor: bool = True
     speed: bool = True

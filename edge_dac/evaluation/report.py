@@ -98,7 +98,7 @@ def render_report(result: dict, clips: Sequence[dict], samples: int = 10, plots:
         f"- Data: `{data['manifest']}` ({data['format']}), {data['n_clips']} clips"
         + (f" of split {data['split']}" if data["split"] else "")
         + (f", {data['skipped_unreadable']} unreadable skipped" if data["skipped_unreadable"] else ""),
-        f"- Decoding: {how}; backend {decoding['backend']}",
+        f"- Decoding: {how}; backend {decoding['backend']} {decoding.get('precision', 'fp32')}",
         f"- Machine: {env['processor']}, {env['cpu_count']} CPUs; torch {env['torch']}, edge-dac {env['edge_dac']};"
         f" {env['date']}",
         "",

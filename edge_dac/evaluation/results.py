@@ -97,7 +97,7 @@ def metrics_document(
             "skipped_unreadable": manifest.skipped,
             "longer_than_window": longer_than_window,
         },
-        "decoding": {**asdict(decoding), "backend": engine.backend},
+        "decoding": {**asdict(decoding), "backend": engine.backend, "precision": engine.precision},
         "metrics": metrics,
         "speed": {
             "threads": 1,
