@@ -110,6 +110,9 @@ class WindowConfig(StrictModel):
 class EngineConfig(StrictModel):
     model: str | None = Field(None, description="checkpoint or model id for the engine (default: shipped model)")
     backend: str = "auto"
+    precision: str | None = Field(
+        None, description="the engine's precision (edge-dac export --precision); null: the backend's fp32"
+    )
     # The one decoding default (edge_dac.model.decoding.DecodingOptions), as `caption` and `eval` use;
     # written out, not imported: that module imports torch, which `listen` and the config must not
     # load (tests/test_defaults.py holds the numbers together, tests/test_layering.py the imports).

@@ -369,7 +369,7 @@ class Daemon:
 
         Capture, the sample clock and the window in progress go on, and every topic keeps its
         sequence numbers. Only a changed ``source`` restarts capture (a new source has its own sample
-        clock); ``engine.model/backend/threads`` need a restart of the daemon. A config that cannot
+        clock); ``engine.model/backend/precision/threads`` need a restart of the daemon. A config that cannot
         be applied (invalid, a window the model cannot hear, an endpoint that cannot be bound)
         changes nothing at all.
         """
@@ -400,8 +400,8 @@ class Daemon:
             if self.clock is not None and self.source.anchor_time is not None:
                 self.tracker.id_prefix = f"{p.device_id}-{int(self.source.anchor_time)}-"
         self.heartbeat.interval_s = p.heartbeat_s
-        if any(getattr(new.engine, k) != getattr(old.engine, k) for k in ("model", "backend", "threads")):
-            logger.warning("engine model/backend/threads changed: restart the daemon to apply them")
+        if any(getattr(new.engine, k) != getattr(old.engine, k) for k in ("model", "backend", "precision", "threads")):
+            logger.warning("engine model/backend/precision/threads changed: restart the daemon to apply them")
         if new.metrics != old.metrics:
             self.metrics.close()
             if new.metrics.enabled:
@@ -500,7 +500,7 @@ def build_engine(config: EngineConfig, sample_rate_hint: int = 16000) -> Caption
         raise EdgeDacError(
             "no caption engine installed (edge_dac.engines.load_engine is missing); update edge-dac"
         ) from None
-    return load_engine(model=config.model, backend=config.backend, threads=config.threads)
+    return load_engine(model=config.model, backend=config.backend, threads=config.threads, precision=config.precision)
 
 
 def _apply_overrides(config: DaemonConfig, args: argparse.Namespace) -> DaemonConfig:
