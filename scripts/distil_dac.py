@@ -196,10 +196,15 @@ def _val_scenes(config_path: str, count: int) -> tuple[np.ndarray, list[set[str]
     return audio.astype(np.float32), [{e["class"] for e in s.events} for s in scenes], [s.captions[0] for s in scenes]
 
 
-def _validate(model: Captioner, audio: np.ndarray, labels: list[set[str]], steps: int) -> dict:
+def _validate(model: Captioner, audio: np.ndarray, labels: list[set[str]], steps: int, candidates: int = 1) -> dict:
+    """Event-F1 and broken share of the best caption: raw K=1 captions, or with ``candidates`` > 1
+    the product's decoding (repair, ranking by grammar and the event head, event guidance)."""
     model.eval()
     lexicon = load_lexicon()
-    options = DecodingOptions(steps=steps, candidates=1, seed=0, prefer_whole=False, repair=False)
+    if candidates > 1:
+        options = DecodingOptions(steps=steps, candidates=candidates, seed=0)
+    else:
+        options = DecodingOptions(steps=steps, candidates=1, seed=0, prefer_whole=False, repair=False)
     captions = [c[0].caption for c in DecodingTask(model, options).run(audio)]
     scores = event_f1([lexicon.labels_in_caption(c) for c in captions], labels)
     return {"event_f1": scores["f1"], "broken": sum(map(is_broken, captions)) / len(captions),
@@ -407,14 +412,15 @@ def sampler(args: argparse.Namespace) -> None:
     val_audio, val_labels, val_refs = _val_scenes(args.config, args.val_scenes)
     run = _Run(student, "decoder", args, warmup=50)
     times = torch.linspace(1.0, 0.0, args.steps_to + 1)
+    k = args.val_candidates
     if args.online_teacher_steps and run.step == 0:
-        mark = _validate(teacher, val_audio, val_labels, args.online_teacher_steps)
+        mark = _validate(teacher, val_audio, val_labels, args.online_teacher_steps, k)
         logger.info(f"teacher at {args.online_teacher_steps} steps: val event-F1 {mark['event_f1']:.3f}, "
                     f"broken {mark['broken']:.2f}")
 
     def evaluate_and_keep() -> None:
         with run.ema_weights() as model:
-            metrics = {f"steps_{n}": _validate(model, val_audio, val_labels, n) for n in (1, args.steps_to)}
+            metrics = {f"steps_{n}": _validate(model, val_audio, val_labels, n, k) for n in (1, args.steps_to)}
         mine = metrics[f"steps_{args.steps_to}"]
         logger.info(f"step {run.step}: val event-F1 at 1 / {args.steps_to} steps "
                     f"{metrics['steps_1']['event_f1']:.3f} / {mine['event_f1']:.3f}, broken {mine['broken']:.2f}, "
@@ -583,6 +589,8 @@ def main() -> None:
     r.add_argument("--steps-to", type=int, default=2, help="sampler steps the student decodes in")
     r.add_argument("--online-teacher-steps", type=int, default=0, metavar="T",
                    help="the teacher samples each batch's targets in T steps from fresh noise (no stored draws)")
+    r.add_argument("--val-candidates", type=int, default=1, metavar="K",
+                   help="validate K=1 raw captions (default) or the best of K as the product decodes them")
     _training_arguments(r, steps=3000, batch=64, lr=2e-4, ema=0.998, every=250, minutes=90)
     e = sub.add_parser("stream")
     e.add_argument("--teacher", default="edge_dac/assets/model")
