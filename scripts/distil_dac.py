@@ -70,7 +70,7 @@ from edge_dac.data.mixer import SceneMixer
 from edge_dac.evaluation.events import event_f1
 from edge_dac.lexicon import load_lexicon
 from edge_dac.model import Captioner, DecodingOptions, load_captioner, save_captioner
-from edge_dac.model.decoding import Candidate, DecodingTask, is_broken
+from edge_dac.model.decoding import DecodingTask, is_broken
 from edge_dac.model.diffusion import DiffusionDecoder
 from edge_dac.training.config import load_train_config
 from edge_dac.training.data import _SCENE, WORDINGS, MixedScenes, derive_seed, fit_samples, wording_code
@@ -109,12 +109,12 @@ def teach(args: argparse.Namespace) -> None:
             with torch.inference_mode():
                 encoded = teacher.encode_audio(teacher.fit_length(audio))
                 if args.features_only:  # what sampler and stream read; the beam search is most of a shard
-                    best, chosen = [[Candidate("", 0.0)] for _ in scenes], chosen + [""] * len(scenes)
+                    captions += [""] * len(scenes)
+                    chosen += [""] * len(scenes)
                 else:
-                    best = task.rank(*task.sample(encoded, None))
+                    captions += [candidates[0].caption for candidates in task.rank(*task.sample(encoded, None))]
                     chosen += [_most_likely(teacher, encoded[i : i + 1], s.captions) for i, s in enumerate(scenes)]
             features.append(encoded.half().numpy())
-            captions += [candidates[0].caption for candidates in best]
             references += [json.dumps(s.captions) for s in scenes]
             labels += [json.dumps(sorted({e["class"] for e in s.events})) for s in scenes]
         tmp = path.with_suffix(".tmp.npz")
@@ -439,7 +439,7 @@ def sampler(args: argparse.Namespace) -> None:
         with torch.no_grad():
             audio = teacher.decoder.prepare_audio(torch.from_numpy(features[rows]).float())
             tokens = teacher_task.sample(teacher.decoder.candidate_kv(audio, 1), x)[0]
-        return rows, x, tokens.clone()
+        return rows, x, tokens
 
     def loss() -> torch.Tensor:
         rows, x, target = draw()
