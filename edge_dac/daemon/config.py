@@ -116,7 +116,7 @@ class EngineConfig(StrictModel):
     # The one decoding default (edge_dac.model.decoding.DecodingOptions), as `caption` and `eval` use;
     # written out, not imported: that module imports torch, which `listen` and the config must not
     # load (tests/test_defaults.py holds the numbers together, tests/test_layering.py the imports).
-    steps: int = Field(4, ge=1)
+    steps: int = Field(2, ge=1)
     candidates: int = Field(5, ge=1)
     event_guidance: float = Field(1.0, ge=0, description="how hard the event head steers the words; 0: off")
     threads: int | None = Field(None, ge=1)

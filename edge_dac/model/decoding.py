@@ -59,7 +59,7 @@ class DecodingOptions:
     speaks"), so what a user reads is a phrase, minus the tail the decoder did not finish.
     """
 
-    steps: int = 4
+    steps: int = 2  # the shipped model's sampler is distilled to 2 (stage 9 of docs/dac-recipe.md)
     candidates: int = 5
     beam_size: int = 1
     seed: int | None = 0
