@@ -9,6 +9,9 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    # The daemon's config holds the decoding defaults without importing torch (tests/test_defaults.py).
+    from edge_dac.daemon.config import EngineConfig
+
     parser = subparsers.add_parser(
         "caption",
         help="caption audio files window by window",
@@ -17,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("--model", metavar="DIR", help="checkpoint directory (default: the shipped model)")
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps (DAC; default 4, as the daemon)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help=f"denoising steps (DAC; default {EngineConfig().steps}, as the daemon)"
+    )
     parser.add_argument(
         "--candidates", type=int, default=None, help="candidates per window (default 5; AR: beam size, default 1)"
     )
@@ -27,6 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--backend", default="auto", help="auto (the fastest available), eager, onnxruntime, torch-compile, tensorrt"
+    )
+    parser.add_argument(
+        "--precision", metavar="P", default=None,
+        help="the engine's precision, as for edge-dac export and the daemon's engine.precision "
+        "(e.g. int8 on onnxruntime; default: the backend's fp32)",
     )
     parser.add_argument("--window", type=float, default=None, metavar="S", help="window seconds (default: model's)")
     parser.add_argument("--hop", type=float, default=None, metavar="S", help="hop seconds (default: the window)")
@@ -65,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         _check_positive(name, getattr(args, name))
     if args.event_guidance is not None and not args.event_guidance >= 0:
         raise EdgeDacError(f"--event-guidance must be 0 or more, got {args.event_guidance:g}")
-    engine = load_engine(args.model, backend=args.backend, threads=args.threads, seed=args.seed)
+    engine = load_engine(
+        args.model, backend=args.backend, threads=args.threads, seed=args.seed, precision=args.precision
+    )
     if args.event_guidance is not None:
         engine.event_guidance = args.event_guidance
     model_seconds = engine.window_samples / engine.sample_rate

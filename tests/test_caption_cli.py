@@ -245,6 +245,7 @@ def test_a_file_this_user_may_not_read_is_reported_as_permission_denied(model_di
         (["--steps", "0"], "--steps must be positive"),
         (["--window", "30"], "longer than the model"),
         (["--event-guidance", "-1"], "--event-guidance must be 0 or more"),
+        (["--precision", "int4"], "offers fp32, not int4"),  # the eager backend's only precision
     ],
 )
 def test_bad_arguments_are_one_line_errors(model_dir, tmp_path, args, expected):
