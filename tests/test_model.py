@@ -19,6 +19,7 @@ from edge_dac.model.decoding import (
     is_broken,
     is_misfit,
     is_redundant,
+    mend_misfit,
     minimum_bayes_risk_order,
     whole_prefix,
 )
@@ -344,6 +345,43 @@ def test_ranking_repairs_broken_candidates_and_puts_whole_ones_first():
 )
 def test_a_noun_with_another_sounds_verb_is_a_misfit(caption, misfit):
     assert is_misfit(caption) == misfit
+
+
+@pytest.mark.parametrize(
+    ("caption", "mended"),
+    [  # the stage-9 DAC's best captions on the corpus's test split
+        ("a phone truck rings several times and a kettle whistles",
+         "a phone rings several times and a kettle whistles"),
+        ("a toilet flushes sounds and a man says something with a waterfall roaring",
+         "a toilet flushes and a man says something with a waterfall roaring"),
+        ("steam fire hisses and a man says something", "steam hisses and a man says something"),
+        # no word can go: cut back to the whole, fitting clauses before the slip
+        ("a clock rings and a woman rings the background", "a clock rings"),
+        ("a horn blows and a man says something and a turkey howls", "a horn blows and a man says something"),
+        # dropping the slip would leave a clause without its verb or its noun, or a cut that names
+        # no sound: as it is
+        ("a train roars", "a train roars"),
+        ("with birds flowing in the background", "with birds flowing in the background"),
+        ("after a moment of quiet, a turkey roars while a cannon fires",
+         "after a moment of quiet, a turkey roars while a cannon fires"),
+        ("a dog barks while rain falls", "a dog barks while rain falls"),  # fits: as it is
+    ],
+)
+def test_a_misfit_caption_is_mended_only_into_whole_sentences(caption, mended):
+    assert mend_misfit(caption) == mended
+    assert mended == caption or not (is_misfit(mended) or is_broken(mended))
+
+
+def test_a_mended_misfit_keeps_its_place_after_the_fitting_captions():
+    from edge_dac.model.decoding import rank_candidates
+
+    captioner = tiny_captioner("dac")
+    rows = _candidate_rows(captioner, "a dog barks while rain slams", "a door slams")
+    scores = [[-0.1] * 12, [-3.0] * 12]  # the misfit one is far more probable
+    ranked = rank_candidates(captioner, rows, scores, DecodingOptions(candidates=2, rank="score"))
+    assert [c.caption for c in ranked] == ["a door slams", "a dog barks"]  # second: cut back to its first clause
+    raw = rank_candidates(captioner, rows, scores, DecodingOptions(candidates=2, rank="score", repair=False))
+    assert [c.caption for c in raw] == ["a door slams", "a dog barks while rain slams"]
 
 
 def test_ranking_puts_a_misfit_caption_after_fitting_ones():

@@ -56,7 +56,8 @@ class DecodingOptions:
     twice), then whole ones with a verb of another sound (``is_misfit``: "a siren applauds"), then
     the broken ones; repair: a broken caption is cut back to its
     longest whole prefix that ends before a clause ("a woman speaks and a man a" -> "a woman
-    speaks"), so what a user reads is a phrase, minus the tail the decoder did not finish.
+    speaks"), so what a user reads is a phrase, minus the tail the decoder did not finish; and,
+    after the ranking, a misfit one is mended (``mend_misfit``) where that leaves a whole sentence.
     """
 
     steps: int = 2  # the shipped model's sampler is distilled to 2 (stage 9 of docs/dac-recipe.md)
@@ -68,7 +69,7 @@ class DecodingOptions:
     event_guidance: float = 1.0  # how hard the event head's clip probabilities steer the words (0: off)
     match_events: bool = True  # candidates that agree with the event head first
     prefer_whole: bool = True  # whole captions first, then redundant, then misfit, then broken ones
-    repair: bool = True  # cut a broken caption back to a whole prefix; drop a redundant one's repeats
+    repair: bool = True  # cut a broken caption back to a whole prefix; drop a redundant one's repeats; mend misfits
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -365,11 +366,11 @@ def drop_run_ins(caption: str, most: int = 2) -> str:
     return " ".join(mended).replace(" , ", ", ") if mended else ""
 
 
-def whole_prefix(caption: str) -> str:
+def whole_prefix(caption: str, fitting: bool = False) -> str:
     """The longest prefix of a caption that is whole (not ``is_broken``) and ends where the caption
     ends, a new clause begins or a second wording runs in ("rain patters on a windshield chainsaw
     overhead" -> "rain patters on a windshield"); the caption itself if it is whole; "" when no
-    prefix is."""
+    prefix is. ``fitting``: the prefix must not be ``is_misfit`` either."""
     words = caption.replace(",", " , ").split()
     pairs = _caption_pairs()
     run_ins = {  # cut before the second wording, where the first ends as the corpus's captions end
@@ -379,9 +380,48 @@ def whole_prefix(caption: str) -> str:
         if end < len(words) and words[end] not in CLAUSE_STARTS and end not in run_ins:
             continue
         prefix = " ".join(words[:end]).replace(" , ", ", ")
-        if not is_broken(prefix):
+        if not is_broken(prefix) and not (fitting and is_misfit(prefix)):
             return prefix
     return ""
+
+
+def _incomplete_clauses(words: list[str]) -> tuple[int, int]:
+    """How many clauses name no sound's noun, and how many have no verb of the lexicon in any form
+    ("a fire" in "a fire with rain falling" has no verb; "with flowing" no noun)."""
+    lexicon = _lexicon()
+    kinds = [{lexicon.word_class(word) for word in clause} for clause in _clauses(words)]
+    return sum("<noun>" not in k for k in kinds), sum(not k & {"<verb>", "<ing>"} for k in kinds)
+
+
+def mend_misfit(caption: str, most: int = 2) -> str:
+    """A misfit caption (``is_misfit``) made whole and fitting: less at most ``most`` words where
+    one sound's wording runs into another's ("a phone truck rings several times and a kettle
+    whistles" -> "a phone rings several times and a kettle whistles"), else cut back to its
+    longest whole, fitting prefix ("a clock rings and a woman rings the background" -> "a clock
+    rings"); the caption itself when neither works. The parallel decoder's slip is one position
+    that took its word from another sound, so the word where the caption first stops fitting, or
+    the one before it, is the one to drop; but not a clause's only verb or noun ("a train roars"
+    stays: "a train" says less and is no sentence), and a cut must keep a sound named."""
+    before = _incomplete_clauses(caption_words(caption))
+
+    def mend(words: list[str], budget: int) -> list[str] | None:
+        text = " ".join(words).replace(" , ", ", ")
+        if not is_misfit(text):
+            complete = all(a <= b for a, b in zip(_incomplete_clauses(words), before, strict=True))
+            return words if words and complete and not is_broken(text) else None
+        if budget == 0:
+            return None
+        slip = next(i for i in range(len(words)) if is_misfit(" ".join(words[: i + 1]).replace(" , ", ", ")))
+        for drop in (slip, slip - 1):
+            if drop >= 0 and (mended := mend(words[:drop] + words[drop + 1 :], budget - 1)) is not None:
+                return mended
+        return None
+
+    mended = mend(caption_words(caption), most)
+    if mended:
+        return " ".join(mended).replace(" , ", ", ")
+    prefix = whole_prefix(caption, fitting=True)
+    return prefix if prefix and _lexicon().labels_in_caption(prefix) else caption
 
 
 def _ngram_f1(a: list[str], b: list[str]) -> float:
@@ -715,6 +755,8 @@ def rank_candidates(
         candidates.sort(key=lambda c: -event_agreement(c.caption, clip_probabilities, classes))
     if options.prefer_whole:  # a stable sort: whole, redundant, misfit, broken; the order above within each
         candidates.sort(key=lambda c: (is_broken(c.caption), is_misfit(c.caption), is_redundant(c.caption)))
+    if options.repair:  # after the ranking, so a mended misfit never displaces a caption that fitted as written
+        candidates = [Candidate(mend_misfit(c.caption), c.score) if is_misfit(c.caption) else c for c in candidates]
     return candidates[: options.candidates]
 
 
