@@ -339,6 +339,11 @@ def _without_empty_clauses(words: list[str]) -> list[str]:
     return [word for clause, empty in zip(clauses, _adds_nothing(clauses), strict=True) if not empty for word in clause]
 
 
+def _join(words: list[str]) -> str:
+    """``caption_words``' inverse: "a dog barks , rain falls" -> "a dog barks, rain falls"."""
+    return " ".join(words).replace(" , ", ", ")
+
+
 def drop_run_ins(caption: str, most: int = 2) -> str:
     """The caption less at most ``most`` words where two wordings run into each other (``is_broken``'s
     word pairs), when that makes it whole: "a weapon hits a wooden shield cracks as a woman says
@@ -363,7 +368,7 @@ def drop_run_ins(caption: str, most: int = 2) -> str:
         return None
 
     mended = mend(caption_words(caption), most)
-    return " ".join(mended).replace(" , ", ", ") if mended else ""
+    return _join(mended) if mended else ""
 
 
 def whole_prefix(caption: str, fitting: bool = False) -> str:
@@ -371,7 +376,7 @@ def whole_prefix(caption: str, fitting: bool = False) -> str:
     ends, a new clause begins or a second wording runs in ("rain patters on a windshield chainsaw
     overhead" -> "rain patters on a windshield"); the caption itself if it is whole; "" when no
     prefix is. ``fitting``: the prefix must not be ``is_misfit`` either."""
-    words = caption.replace(",", " , ").split()
+    words = caption_words(caption)
     pairs = _caption_pairs()
     run_ins = {  # cut before the second wording, where the first ends as the corpus's captions end
         i for i in range(1, len(words)) if pairs.unheard_pair(words[i - 1], words[i]) and pairs.ends(words[i - 1])
@@ -379,7 +384,7 @@ def whole_prefix(caption: str, fitting: bool = False) -> str:
     for end in range(len(words), 0, -1):
         if end < len(words) and words[end] not in CLAUSE_STARTS and end not in run_ins:
             continue
-        prefix = " ".join(words[:end]).replace(" , ", ", ")
+        prefix = _join(words[:end])
         if not is_broken(prefix) and not (fitting and is_misfit(prefix)):
             return prefix
     return ""
@@ -402,24 +407,25 @@ def mend_misfit(caption: str, most: int = 2) -> str:
     that took its word from another sound, so the word where the caption first stops fitting, or
     the one before it, is the one to drop; but not a clause's only verb or noun ("a train roars"
     stays: "a train" says less and is no sentence), and a cut must keep a sound named."""
-    before = _incomplete_clauses(caption_words(caption))
+    words = caption_words(caption)
+    before = _incomplete_clauses(words)
 
     def mend(words: list[str], budget: int) -> list[str] | None:
-        text = " ".join(words).replace(" , ", ", ")
+        text = _join(words)
         if not is_misfit(text):
             complete = all(a <= b for a, b in zip(_incomplete_clauses(words), before, strict=True))
             return words if words and complete and not is_broken(text) else None
         if budget == 0:
             return None
-        slip = next(i for i in range(len(words)) if is_misfit(" ".join(words[: i + 1]).replace(" , ", ", ")))
+        slip = next(i for i in range(len(words)) if is_misfit(_join(words[: i + 1])))
         for drop in (slip, slip - 1):
             if drop >= 0 and (mended := mend(words[:drop] + words[drop + 1 :], budget - 1)) is not None:
                 return mended
         return None
 
-    mended = mend(caption_words(caption), most)
+    mended = mend(words, most)
     if mended:
-        return " ".join(mended).replace(" , ", ", ")
+        return _join(mended)
     prefix = whole_prefix(caption, fitting=True)
     return prefix if prefix and _lexicon().labels_in_caption(prefix) else caption
 
