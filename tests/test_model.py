@@ -132,12 +132,21 @@ def test_wording_codes_give_each_candidate_its_own_wording():
 
 @pytest.mark.parametrize(
     ("stem", "codes", "chunk_seconds", "events"),
-    [("conv1d", 0, 0.0, False), ("cnn2d", 0, 0.0, True), ("conv1d", 3, 0.0, False), ("cnn2d", 0, 0.4, True)],
+    [
+        ("conv1d", 0, 0.0, False),
+        ("cnn2d", 0, 0.0, True),
+        ("conv1d", 3, 0.0, False),
+        ("cnn2d", 0, 0.4, True),
+        ("conv1d", 0, 0.0, "yamnet"),
+    ],
 )
 def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem, codes, chunk_seconds, events):
     captioner = tiny_captioner(
-        "dac", stem=stem, wording_codes=codes, chunk_seconds=chunk_seconds, event_classes=("rain", "door") * events
+        "dac", stem=stem, wording_codes=codes, chunk_seconds=chunk_seconds,
+        event_classes=("rain", "door") * bool(events), event_features="yamnet" if events == "yamnet" else "encoder",
     )
+    if events == "yamnet":
+        torch.nn.init.normal_(captioner.events.frame.weight, std=0.1)  # a head that reads YAMNet's output
     if codes:
         torch.nn.init.normal_(captioner.decoder.wording.weight, std=1.0)
     programs = export_programs(captioner, max_windows=16)

@@ -321,3 +321,29 @@ def test_finetuning_keeps_the_event_head_and_adds_it_when_missing(soundscape_cac
             assert (fresh[name] - tensor).abs().max() > 0.01
     curve_names = set().union(*(r.keys() for r in curve(tmp_path / "second")))
     assert {"sed_bce", "tag_bce"} <= curve_names
+
+
+def test_a_yamnet_event_head_is_trained_from_the_waveform_and_kept(soundscape_cache, dac_run, tmp_path):
+    """``model.event_features: yamnet``: the added head reads YAMNet's 1 s patches of the real mixed
+    scenes (2 per 2 s scene), its SED and tagging losses train it, and the next finetune continues it.
+    YAMNet's own weights are fixed and stay out of the checkpoint."""
+    sections = {"optim": {"steps": 3, "learning_rate": 1e-2, "warmup_steps": 0},
+                "validation": {"every": 100, "scenes": 2}, "loss": {"sed_weight": 1.0, "tag_weight": 0.5},
+                "model": {"event_features": "yamnet"}}
+    config = load_train_config(write_config(tmp_path / "ft.yaml", tiny_config(**sections)))
+    train(config, tmp_path / "first", init=dac_run / "best", progress=False)
+    first = load_captioner(tmp_path / "first" / "checkpoints" / "step-0000003")
+    assert first.dims.event_features == "yamnet" and first.hearing is not None
+    assert first.events.frame.in_features == 1024
+    assert not any(name.startswith("hearing.") for name in first.state_dict())
+    fresh = type(first.events)(first.dims, width=1024).state_dict()["frame.bias"]
+    assert (first.events.frame.bias - fresh).abs().max() > 1e-3  # trained: lr 1e-2 moved it off its prior
+    records = curve(tmp_path / "first")
+    assert all(r["sed_bce"] > 0 and r["tag_bce"] > 0 for r in records if "sed_bce" in r)
+    assert any("sed_bce" in r for r in records)
+    audio = torch.randn(1, first.dims.max_audio_samples) * 0.1
+    frames, clip = first.detect_events(first.encode_audio(audio), audio)
+    assert frames.shape[1] == 2 and clip.shape == (1, len(first.dims.event_classes))
+    train(config, tmp_path / "second", init=tmp_path / "first" / "checkpoints" / "step-0000003", progress=False)
+    second = load_captioner(tmp_path / "second" / "checkpoints" / "step-0000003")
+    assert second.dims == first.dims

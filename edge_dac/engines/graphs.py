@@ -27,7 +27,7 @@ from edge_dac.model.dims import ModelDims
 from edge_dac.model.encoder import EventHead
 
 # Bump when what these graphs compute changes: it is part of every engine's cache key.
-GRAPH_VERSION = 4
+GRAPH_VERSION = 5
 # The step graph runs windows x candidates rows; engines with a fixed batch range (TensorRT) are
 # built for up to this many candidates per window and split larger requests.
 MAX_CANDIDATES = 8
@@ -66,20 +66,24 @@ class ContextGraph(nn.Module):
     def __init__(self, captioner: Captioner):
         super().__init__()
         self.frontend, self.encoder, self.decoder = captioner.frontend, captioner.encoder, _dac_decoder(captioner)
-        self.events = captioner.events
+        self.events, self.hearing = captioner.events, captioner.hearing
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return _audio_side(self.decoder, self.events, self.encoder(self.frontend(audio)))
+        features = self.encoder(self.frontend(audio))
+        heard = self.hearing(audio) if self.hearing is not None else features
+        return _audio_side(self.decoder, self.events, features, heard)
 
 
 def _audio_side(
-    decoder: DiffusionDecoder, events: EventHead | None, features: torch.Tensor
+    decoder: DiffusionDecoder, events: EventHead | None, features: torch.Tensor, heard: torch.Tensor
 ) -> tuple[torch.Tensor, ...]:
+    """Keys and values from the encoder features; clip event probabilities from what the event
+    head reads (``heard``: the same features, or YAMNet's embeddings)."""
     pairs = decoder.cross_attention_kv(decoder.prepare_audio(features))
     keys, values = torch.stack([key for key, _ in pairs], dim=1), torch.stack([value for _, value in pairs], dim=1)
     if events is None:
         return keys, values
-    return keys, values, EventHead.clip_probabilities(events(features))
+    return keys, values, EventHead.clip_probabilities(events(heard))
 
 
 class ChunkGraph(nn.Module):
@@ -101,7 +105,8 @@ class MixGraph(nn.Module):
         self.encoder, self.decoder, self.events = captioner.encoder, _dac_decoder(captioner), captioner.events
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return _audio_side(self.decoder, self.events, self.encoder.mix(features))
+        features = self.encoder.mix(features)
+        return _audio_side(self.decoder, self.events, features, features)  # a streaming model: encoder head
 
 
 class StepGraph(nn.Module):

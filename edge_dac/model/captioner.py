@@ -17,6 +17,7 @@ from edge_dac.model.diffusion import DiffusionDecoder
 from edge_dac.model.dims import ModelDims
 from edge_dac.model.encoder import AudioEncoder, EventHead
 from edge_dac.model.frontend import LogMel
+from edge_dac.model.hearing import EMBEDDING_WIDTH, YAMNet
 from edge_dac.model.tokenizer import BOS, EOS, PAD, CaptionTokenizer, encode_caption
 
 
@@ -31,9 +32,11 @@ class Captioner(nn.Module):
         self.pad_id, self.bos_id, self.eos_id = tokenizer.convert_tokens_to_ids([PAD, BOS, EOS])
         self.frontend = LogMel(dims)
         self.encoder = AudioEncoder(dims)
-        # Frame-level event detection on the encoder's output; trained beside the captions, kept in
-        # the checkpoint so finetuning continues it.
-        self.events = EventHead(dims) if dims.event_classes else None
+        # Frame-level event detection on the encoder's output or on YAMNet's (fixed weights, not in
+        # the checkpoint); the head is kept in the checkpoint so finetuning continues it.
+        self.hearing = YAMNet() if dims.event_classes and dims.event_features == "yamnet" else None
+        width = EMBEDDING_WIDTH if self.hearing is not None else None
+        self.events = EventHead(dims, width) if dims.event_classes else None
         self.decoder: DiffusionDecoder | ARDecoder
         if dims.kind == "dac":
             self.decoder = DiffusionDecoder(dims)
@@ -57,13 +60,23 @@ class Captioner(nn.Module):
         """(batch, samples) waveform -> (batch, frames, encoder_width) features."""
         return self.encoder(self.frontend(audio))
 
+    def event_inputs(self, features: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:
+        """What the event head reads: the encoder's features, or YAMNet's embeddings of the audio."""
+        if self.hearing is None:
+            return features
+        if audio is None:
+            raise ValueError("this model's event head hears the waveform (event_features 'yamnet'): pass audio")
+        return self.hearing(audio)
+
     @torch.no_grad()
-    def detect_events(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def detect_events(
+        self, features: torch.Tensor, audio: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame probabilities (batch, frames, classes) and clip probabilities (batch, classes) of
-        ``dims.event_classes``, from encoder features."""
+        ``dims.event_classes``, from encoder features (and the waveform, for a YAMNet head)."""
         if self.events is None:
             raise ValueError("this model has no event detection head (dims.event_classes is empty)")
-        logits = self.events(features)
+        logits = self.events(self.event_inputs(features, audio))
         return torch.sigmoid(logits.float()), EventHead.clip_probabilities(logits)
 
     # -- text ------------------------------------------------------------------------------------

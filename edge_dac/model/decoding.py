@@ -587,7 +587,7 @@ class EagerRunner:
             features = self.model.encoder.mix(self.chunks.features(windows))
         else:
             features = self.model.encode_audio(windows)
-        events = self.model.detect_events(features)[1].cpu() if self.model.events is not None else None
+        events = self.model.detect_events(features, windows)[1].cpu() if self.model.events is not None else None
         if not isinstance(self.decoder, DiffusionDecoder):
             return features, events  # the AR decoder reads the encoder features (one row per window)
         return self.decoder.candidate_kv(self.decoder.prepare_audio(features), candidates), events

@@ -57,9 +57,12 @@ class ModelDims:
     # gets its own code. 0 = off (a checkpoint from before the codes).
     wording_codes: int = 0
 
-    # sound event detection head on the encoder frames (both kinds): frame-level class logits,
-    # trained from the mixer's event times; the class names are part of the checkpoint.
+    # sound event detection head (both kinds): frame-level class logits, trained from the mixer's
+    # event times; the class names are part of the checkpoint. Its input: "encoder", the encoder's
+    # frames; "yamnet", frozen YAMNet embeddings of 0.96 s patches every second (model/hearing.py),
+    # which hear unseen recordings in mixtures far better than an encoder trained on ours.
     event_classes: tuple[str, ...] = ()
+    event_features: Literal["encoder", "yamnet"] = "encoder"
 
     def __post_init__(self) -> None:
         # config.json holds a list; a frozen dataclass must hold something hashable.
@@ -134,6 +137,10 @@ class ModelDims:
             )
         if self.wording_codes < 0:
             problems.append(f"wording_codes must be >= 0, got {self.wording_codes}")
+        if self.event_features not in ("encoder", "yamnet"):
+            problems.append(f"event_features must be 'encoder' or 'yamnet', got {self.event_features!r}")
+        if self.event_features == "yamnet" and (self.sample_rate != 16_000 or self.encoder_chunk_seconds):
+            problems.append("event_features 'yamnet' needs 16 kHz audio and a whole-window encoder")
         if len(set(self.event_classes)) != len(self.event_classes):
             problems.append("event_classes must be distinct")
         if self.vocab_size < 8:

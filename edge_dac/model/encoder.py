@@ -144,16 +144,16 @@ class EventHead(nn.Module):
     clip still counts, where mean pooling dilutes it and max pooling trains a single frame.
     """
 
-    def __init__(self, dims: ModelDims, prior: float = 0.02):
+    def __init__(self, dims: ModelDims, width: int | None = None, prior: float = 0.02):
         super().__init__()
-        self.frame = nn.Linear(dims.encoder_width, len(dims.event_classes))
+        self.frame = nn.Linear(width or dims.encoder_width, len(dims.event_classes))
         # Start at a typical class's prior (a few of ~175 classes sound at a time): a fresh head
         # at logit 0 costs ~0.7 per class, and those gradients, summed over classes, scrambled a
         # pretrained encoder within 250 steps (docs/dac-recipe.md, stage 4).
         nn.init.constant_(self.frame.bias, math.log(prior / (1 - prior)))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(batch, frames, encoder_width) -> (batch, frames, classes) logits."""
+        """(batch, frames, width) encoder features or YAMNet embeddings -> (batch, frames, classes) logits."""
         return self.frame(features)
 
     @staticmethod

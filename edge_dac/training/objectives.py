@@ -10,6 +10,7 @@ from torch import nn
 from edge_dac.model import Captioner
 from edge_dac.model.diffusion import DiffusionDecoder
 from edge_dac.model.encoder import EventHead
+from edge_dac.model.hearing import PATCH_HOP_SECONDS
 from edge_dac.training.config import TrainConfig
 from edge_dac.training.data import Batch, frame_targets
 from edge_dac.training.tagger import EventTagger, multi_hot
@@ -47,6 +48,7 @@ class CaptionObjective(nn.Module):
         codes: torch.Tensor | None = None,
         clip_targets: torch.Tensor | None = None,
         frame_targets: torch.Tensor | None = None,
+        heard: torch.Tensor | None = None,
         generator=None,
     ) -> dict:
         features = self.captioner.encoder(mel)
@@ -58,8 +60,10 @@ class CaptionObjective(nn.Module):
         else:
             losses = dict(vars(decoder.loss(tokens, features)))
         head = self.captioner.events
-        if head is not None and clip_targets is not None:
-            frame_logits = head(features).float()
+        if self.captioner.hearing is None:
+            heard = features
+        if head is not None and clip_targets is not None and heard is not None:
+            frame_logits = head(heard).float()
             losses["tag_bce"], _ = tagging_bce(frame_logits, clip_targets)
             losses["total"] = losses["total"] + self.tag_weight * losses["tag_bce"]
             if frame_targets is not None:
@@ -76,14 +80,19 @@ class CaptionObjective(nn.Module):
             # A model with fewer codes than caption families shares them (family k -> code k mod codes),
             # as the sampler cycles candidates over its codes.
             codes = torch.tensor(batch.codes) % captioner.dims.wording_codes
-        clip = frames = None
+        clip = frames = heard = None
         if captioner.events is not None:
-            classes = captioner.dims.event_classes
+            dims = captioner.dims
+            classes = dims.event_classes
             clip = multi_hot(batch.labels, list(classes))
+            count, seconds = dims.max_encoder_frames, dims.encoder_frame_seconds
+            if captioner.hearing is not None and batch.audio is not None:
+                with torch.no_grad():  # YAMNet's weights are fixed
+                    heard = captioner.hearing(captioner.fit_length(batch.audio.to(device)))
+                count, seconds = heard.shape[1], PATCH_HOP_SECONDS
             if batch.events is not None:
-                dims = captioner.dims
-                frames = frame_targets(batch.events, classes, dims.max_encoder_frames, dims.encoder_frame_seconds)
-        return tuple(None if x is None else x.to(device) for x in (tokens, weights, codes, clip, frames))
+                frames = frame_targets(batch.events, classes, count, seconds)
+        return tuple(None if x is None else x.to(device) for x in (tokens, weights, codes, clip, frames, heard))
 
 
 class TaggerObjective(nn.Module):

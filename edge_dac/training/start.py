@@ -190,7 +190,13 @@ def add_heads(captioner: Captioner, config: TrainConfig, classes: list[str]) -> 
         changes["wording_codes"] = config.model.wording_codes
     if config.loss.event_head and not dims.event_classes:
         changes["event_classes"] = tuple(classes)
-    elif dims.event_classes and set(classes) - set(dims.event_classes):
+        changes["event_features"] = config.model.event_features
+    elif dims.event_classes and dims.event_features != config.model.event_features:
+        logger.warning(
+            f"the checkpoint's event head reads {dims.event_features!r}, not model.event_features "
+            f"{config.model.event_features!r}: finetuning continues the checkpoint's head"
+        )
+    if dims.event_classes and set(classes) - set(dims.event_classes):
         unknown = sorted(set(classes) - set(dims.event_classes))
         logger.warning(
             f"{len(unknown)} training class(es) are not in the checkpoint's event head and are not detected: "

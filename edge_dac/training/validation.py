@@ -39,7 +39,12 @@ def validate(model: nn.Module, sets: list[ValidationSet], config: TrainConfig, d
         for start in range(0, len(subset), size):
             stop = min(start + size, len(subset))
             mel = torch.from_numpy(subset.mel[start:stop].astype(np.float32)).to(device)
-            batch = Batch(captions=[c[0] for c in subset.captions[start:stop]], labels=subset.labels[start:stop])
+            audio = subset.audio[start:stop].astype(np.float32)
+            batch = Batch(
+                captions=[c[0] for c in subset.captions[start:stop]],
+                labels=subset.labels[start:stop],
+                audio=torch.from_numpy(audio),
+            )
             with autocast:
                 losses = objective(mel, *objective.inputs(batch, device), generator=generator)
             for name, value in losses.items():
@@ -50,12 +55,11 @@ def validate(model: nn.Module, sets: list[ValidationSet], config: TrainConfig, d
                 options = DecodingOptions(
                     steps=config.validation.decoding_steps, candidates=config.validation.candidates, seed=0
                 )
-                audio = subset.audio[start:stop].astype(np.float32)
                 best = [candidates[0].caption for candidates in model.generate(audio, options)]
                 predicted += [lexicon.labels_in_caption(caption) for caption in best]
                 examples += best
-                if model.events is not None:  # the encoder's own hearing, apart from the captions
-                    _, clip = model.detect_events(model.encoder(mel))
+                if model.events is not None:  # the event head's own hearing, apart from the captions
+                    _, clip = model.detect_events(model.encoder(mel), model.fit_length(batch.audio.to(device)))
                     detected += _present(clip, model.dims.event_classes)
         for name, value in totals.items():
             results[f"{subset.name}/{'loss' if name == 'total' else name}"] = value / len(subset)
