@@ -91,7 +91,7 @@ def fit(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     models = [load_captioner(path) for path in args.model]
-    dims = dataclasses.replace(models[0].dims, event_features="yamnet")
+    dims = dataclasses.replace(models[0].dims, event_features="yamnet", event_hidden=args.hidden)
     classes = list(dims.event_classes)
     shards = sorted(Path(args.data).glob("shard-*.npz"))
     heard, clip_t, frame_t = [], [], []
@@ -113,6 +113,7 @@ def fit(args: argparse.Namespace) -> None:
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps, pct_start=0.05)
 
     def score(threshold: float = 0.5) -> dict:
+        head.eval()
         with torch.no_grad():
             clip = EventHead.clip_probabilities(head((val_heard - mean) / std))
         named = [{classes[j] for j in np.flatnonzero(row > threshold)} for row in clip.numpy()]
@@ -139,21 +140,27 @@ def fit(args: argparse.Namespace) -> None:
     for threshold in (0.2, 0.3, 0.4, 0.5):
         s = score(threshold)
         logger.info(f"val event-F1 at {threshold}: {s['f1']:.3f} (P {s['precision']:.2f} R {s['recall']:.2f})")
+    final = score()["f1"]  # before the folding below, which changes what the head reads
+    first = head.frame if head.hidden is None else head.hidden[0]  # the layer that reads the embeddings
     with torch.no_grad():  # fold the standardisation: W (x - m) / s + b = (W / s) x + (b - W m / s)
-        weight = head.frame.weight / std
-        head.frame.bias -= weight @ mean
-        head.frame.weight.copy_(weight)
+        weight = first.weight / std
+        first.bias -= weight @ mean
+        first.weight.copy_(weight)
     for path, model in zip(args.model, models, strict=True):
         if [*model.dims.event_classes] != classes:
             raise SystemExit(f"{path}: its event classes differ from {args.model[0]}'s; fit one head per class list")
-        heard_model = Captioner(dataclasses.replace(model.dims, event_features="yamnet"), model.tokenizer)
+        heard_model = Captioner(
+            dataclasses.replace(model.dims, event_features="yamnet", event_hidden=args.hidden), model.tokenizer
+        )
         state = {k: v for k, v in model.state_dict().items() if not k.startswith("events.")}
         state.update({f"events.{k}": v.to(model.events.frame.weight.dtype) for k, v in head.state_dict().items()})
         heard_model.load_state_dict(state, strict=True)
         out = Path(args.out) / Path(path).name
         card = (Path(path) / "README.md").read_text() if (Path(path) / "README.md").exists() else None
         metadata = json.loads((Path(path) / "config.json").read_text()).get("metadata", {})
-        metadata["event_head"] = {"features": "yamnet", "scenes": len(heard), "val_event_f1": round(score()["f1"], 4)}
+        metadata["event_head"] = {
+            "features": "yamnet", "hidden": args.hidden, "scenes": len(heard), "val_event_f1": round(final, 4)
+        }
         save_captioner(heard_model.half(), out, metadata=metadata, card=card)  # fp16 as shipped
         logger.info(f"wrote {out}")
 
@@ -178,6 +185,7 @@ def main() -> None:
     f.add_argument("--lr", type=float, default=3e-3)
     f.add_argument("--weight-decay", type=float, default=1e-2)
     f.add_argument("--sed-weight", type=float, default=0.5)
+    f.add_argument("--hidden", type=int, default=512, help="the head's hidden width (0: one linear layer)")
     f.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     {"embed": embed, "fit": fit}[args.command](args)

@@ -329,12 +329,12 @@ def test_a_yamnet_event_head_is_trained_from_the_waveform_and_kept(soundscape_ca
     YAMNet's own weights are fixed and stay out of the checkpoint."""
     sections = {"optim": {"steps": 3, "learning_rate": 1e-2, "warmup_steps": 0},
                 "validation": {"every": 100, "scenes": 2}, "loss": {"sed_weight": 1.0, "tag_weight": 0.5},
-                "model": {"event_features": "yamnet"}}
+                "model": {"event_features": "yamnet", "event_hidden": 16}}
     config = load_train_config(write_config(tmp_path / "ft.yaml", tiny_config(**sections)))
     train(config, tmp_path / "first", init=dac_run / "best", progress=False)
     first = load_captioner(tmp_path / "first" / "checkpoints" / "step-0000003")
     assert first.dims.event_features == "yamnet" and first.hearing is not None
-    assert first.events.frame.in_features == 1024
+    assert first.events.hidden[0].in_features == 1024 and first.events.frame.in_features == 16  # the hidden layer
     assert not any(name.startswith("hearing.") for name in first.state_dict())
     fresh = type(first.events)(first.dims, width=1024).state_dict()["frame.bias"]
     assert (first.events.frame.bias - fresh).abs().max() > 1e-3  # trained: lr 1e-2 moved it off its prior
@@ -347,3 +347,7 @@ def test_a_yamnet_event_head_is_trained_from_the_waveform_and_kept(soundscape_ca
     train(config, tmp_path / "second", init=tmp_path / "first" / "checkpoints" / "step-0000003", progress=False)
     second = load_captioner(tmp_path / "second" / "checkpoints" / "step-0000003")
     assert second.dims == first.dims
+    # continued, not started afresh: three steps at lr 1e-2 move the hidden layer far less than a new draw
+    fresh_hidden = type(first.events)(first.dims, width=1024).hidden[0].weight
+    moved = (second.events.hidden[0].weight - first.events.hidden[0].weight).abs().mean()
+    assert moved < 0.5 * (fresh_hidden - first.events.hidden[0].weight).abs().mean()

@@ -63,6 +63,9 @@ class ModelDims:
     # which hear unseen recordings in mixtures far better than an encoder trained on ours.
     event_classes: tuple[str, ...] = ()
     event_features: Literal["encoder", "yamnet"] = "encoder"
+    # 0: the head is one linear layer per frame; > 0: a hidden layer of this width first (GELU), which
+    # reads YAMNet's embeddings better (val event-F1 0.496 against 0.477, docs/dac-recipe.md stage 10).
+    event_hidden: int = 0
 
     def __post_init__(self) -> None:
         # config.json holds a list; a frozen dataclass must hold something hashable.
@@ -135,6 +138,8 @@ class ModelDims:
                 f"encoder_chunk_layers must be 0-{self.encoder_layers} and needs encoder_chunk_seconds, "
                 f"got {self.encoder_chunk_layers}"
             )
+        if self.event_hidden < 0:
+            problems.append(f"event_hidden must be >= 0, got {self.event_hidden}")
         if self.wording_codes < 0:
             problems.append(f"wording_codes must be >= 0, got {self.wording_codes}")
         if self.event_features not in ("encoder", "yamnet"):

@@ -146,7 +146,11 @@ class EventHead(nn.Module):
 
     def __init__(self, dims: ModelDims, width: int | None = None, prior: float = 0.02):
         super().__init__()
-        self.frame = nn.Linear(width or dims.encoder_width, len(dims.event_classes))
+        width = width or dims.encoder_width
+        # Dropout as in the head's A/B on YAMNet embeddings (0.3); inference and export never see it.
+        hidden = dims.event_hidden
+        self.hidden = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(0.3)) if hidden else None
+        self.frame = nn.Linear(dims.event_hidden or width, len(dims.event_classes))
         # Start at a typical class's prior (a few of ~175 classes sound at a time): a fresh head
         # at logit 0 costs ~0.7 per class, and those gradients, summed over classes, scrambled a
         # pretrained encoder within 250 steps (docs/dac-recipe.md, stage 4).
@@ -154,7 +158,7 @@ class EventHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(batch, frames, width) encoder features or YAMNet embeddings -> (batch, frames, classes) logits."""
-        return self.frame(features)
+        return self.frame(features if self.hidden is None else self.hidden(features))
 
     @staticmethod
     def clip_probabilities(frame_logits: torch.Tensor) -> torch.Tensor:

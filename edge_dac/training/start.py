@@ -191,6 +191,7 @@ def add_heads(captioner: Captioner, config: TrainConfig, classes: list[str]) -> 
     if config.loss.event_head and not dims.event_classes:
         changes["event_classes"] = tuple(classes)
         changes["event_features"] = config.model.event_features
+        changes["event_hidden"] = config.model.event_hidden
     elif dims.event_classes and dims.event_features != config.model.event_features:
         logger.warning(
             f"the checkpoint's event head reads {dims.event_features!r}, not model.event_features "
