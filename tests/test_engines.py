@@ -84,6 +84,16 @@ def events_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def heard_model_dir(tmp_path_factory):
+    """A DAC model whose event head (with a hidden layer, as shipped) hears with YAMNet: a hearing
+    graph beside its audio graph."""
+    captioner = tiny_captioner("dac", seconds=2.0, event_classes=("dog barking", "rain", "door"),
+                               event_features="yamnet", event_hidden=16)
+    torch.nn.init.normal_(captioner.events.frame.weight, std=0.1)  # a head that reads what YAMNet hears
+    return save_captioner(captioner, tmp_path_factory.mktemp("heard") / "tiny-dac-yamnet")
+
+
+@pytest.fixture(scope="module")
 def streaming_model_dir(tmp_path_factory):
     """A DAC model with a streaming encoder (0.4 s chunks of its 2 s window)."""
     return save_captioner(tiny_captioner("dac", stem="cnn2d", chunk_seconds=0.4),
@@ -97,15 +107,16 @@ def streaming_model_dir(tmp_path_factory):
         ("onnxruntime", "coded"),
         ("onnxruntime", "streaming"),
         ("onnxruntime", "events"),
+        ("onnxruntime", "heard"),
         pytest.param("torch-compile", "plain", marks=pytest.mark.slow),  # Inductor: 1-3 min on 2 cores
     ],
 )
 def test_every_fp32_backend_writes_eager_captions_from_the_same_seed(
-    backend, variant, model_dir, coded_model_dir, streaming_model_dir, events_model_dir, engines_dir, windows,
-    eager_captions,
+    backend, variant, model_dir, coded_model_dir, streaming_model_dir, events_model_dir, heard_model_dir,
+    engines_dir, windows, eager_captions,
 ):
     folder = {"plain": model_dir, "coded": coded_model_dir, "streaming": streaming_model_dir,
-              "events": events_model_dir}[variant]
+              "events": events_model_dir, "heard": heard_model_dir}[variant]
     coded = variant == "coded"
     expected = eager_captions if variant == "plain" else load_engine(folder, "eager").caption(
         windows, STEPS, CANDIDATES)
@@ -116,7 +127,7 @@ def test_every_fp32_backend_writes_eager_captions_from_the_same_seed(
         windows[:1], STEPS, 1))
     if coded:  # the codes reach the compiled graph: K candidates of one window are K wordings
         assert any(len({c.caption for c in window}) > 1 for window in expected)
-    if variant == "events":  # the compiled audio graph gives eager's clip probabilities
+    if variant in ("events", "heard"):  # the compiled audio graph gives eager's clip probabilities
         batch = torch.from_numpy(windows[:4])
         _, expected_events = load_engine(folder, "eager").runner.context(batch, 1)
         _, events = engine.runner.context(batch, CANDIDATES)
@@ -141,6 +152,25 @@ def test_a_streaming_encoder_encodes_each_chunk_of_sliding_windows_once(backend,
     assert engine.runner.chunks.reused == (per_window - 1) * (len(windows) - 1)
     assert texts(streamed) == texts(alone)
     assert texts(engine.caption(windows, STEPS, 2)) == texts(alone)  # in one batch, from the cache
+
+
+@pytest.mark.parametrize("backend", ["eager", "onnxruntime"])
+def test_yamnet_hears_each_second_of_sliding_windows_once(backend, heard_model_dir, engines_dir):
+    """Windows sliding by one second over a real demo scene: YAMNet hears only each window's newest
+    second, and the event head's clip probabilities are those of hearing the whole window at once."""
+    engine = load_engine(heard_model_dir, backend, engines_dir=engines_dir)
+    rate, size = engine.sample_rate, engine.window_samples
+    scene = demo_windows(rate, 5 * size, hop_fraction=1.0)[0]
+    windows = torch.from_numpy(np.stack([scene[i : i + size] for i in range(0, 6 * rate, rate)]))
+    streamed = torch.cat([engine.runner.context(w[None], 1)[1] for w in windows])
+    per_window = size // rate
+    assert engine.runner.heard.encoded == per_window + len(windows) - 1
+    assert engine.runner.heard.reused == (per_window - 1) * (len(windows) - 1)
+    captioner = load_engine(heard_model_dir, "eager").captioner
+    with torch.no_grad():
+        whole = captioner.detect_events(captioner.encode_audio(windows), windows)[1]  # YAMNet on whole windows
+    torch.testing.assert_close(streamed, whole, atol=1e-5, rtol=1e-4)
+    assert (whole.max(0).values - whole.min(0).values).max() > 1e-3  # the windows are heard differently
 
 
 @pytest.mark.parametrize(

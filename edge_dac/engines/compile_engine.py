@@ -18,8 +18,10 @@ from typing import Any
 import torch
 
 from edge_dac.engines.backend import Backend, gpu_fields
-from edge_dac.engines.graphs import ContextGraph, StepGraph, step_arguments
+from edge_dac.engines.graphs import ContextGraph, HearingGraph, StepGraph, step_arguments
 from edge_dac.model.captioner import Captioner
+from edge_dac.model.decoding import ChunkCache
+from edge_dac.model.hearing import HEARING_CHUNK_SAMPLES
 
 CACHE_FOLDER = "inductor"
 
@@ -65,11 +67,16 @@ class CompiledRunner:
         self.context_graph = torch.compile(ContextGraph(captioner).eval(), dynamic=True, options=options)
         self.step_graph = torch.compile(StepGraph(captioner).eval(), dynamic=True, options=options)
         self.dims = captioner.dims
+        self.heard = None
+        if captioner.hearing is not None:
+            hearing = torch.compile(HearingGraph(captioner).eval(), dynamic=True, options=options)
+            self.heard = ChunkCache(HEARING_CHUNK_SAMPLES, hearing)
 
     def context(
         self, windows: torch.Tensor, candidates: int
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
-        keys, values, *events = self.context_graph(windows)
+        heard = (self.heard.features(windows),) if self.heard is not None else ()
+        keys, values, *events = self.context_graph(windows, *heard)
         kv = keys.repeat_interleave(candidates, dim=0), values.repeat_interleave(candidates, dim=0)
         return kv, events[0].float().cpu() if events else None
 

@@ -13,6 +13,12 @@ A streaming encoder (``ModelDims.encoder_chunk_seconds``) also has its audio sid
 chunk graph (one chunk of audio -> its features, run once per chunk and kept by
 ``edge_dac.model.decoding.ChunkCache``) and the mix graph (a window's chunk features -> keys and
 values); backends without them run the whole-window graph, which computes the same function.
+
+A model whose event head hears with YAMNet (``ModelDims.event_features == "yamnet"``) runs YAMNet in
+a graph of its own, the hearing graph (one second of audio -> its patch embedding), kept by a
+``ChunkCache`` as well: YAMNet's patches are independent, so a window sliding by whole seconds shares
+all but its newest seconds' embeddings with the previous window (8 of 10 at the daemon's 2 s hop),
+and the audio graph reads them as its second input, ``heard``.
 """
 
 from __future__ import annotations
@@ -25,14 +31,17 @@ from edge_dac.model.captioner import Captioner
 from edge_dac.model.diffusion import DiffusionDecoder
 from edge_dac.model.dims import ModelDims
 from edge_dac.model.encoder import EventHead
+from edge_dac.model.hearing import HEARING_CHUNK_SAMPLES
 
 # Bump when what these graphs compute changes: it is part of every engine's cache key.
-GRAPH_VERSION = 5
+GRAPH_VERSION = 6
 # The step graph runs windows x candidates rows; engines with a fixed batch range (TensorRT) are
 # built for up to this many candidates per window and split larger requests.
 MAX_CANDIDATES = 8
 
 AUDIO_INPUTS = ("audio",)
+HEARD_INPUT = "heard"  # the audio graph's second input for a model whose event head hears with YAMNet
+HEARING_INPUTS, HEARING_OUTPUTS = ("seconds",), ("heard_seconds",)
 AUDIO_OUTPUTS = ("keys", "values")
 EVENTS_OUTPUT = "events"  # the audio and mix graphs' third output, for a model with an event head
 CHUNK_INPUTS, CHUNK_OUTPUTS = ("chunk",), ("chunk_features",)
@@ -45,6 +54,16 @@ def step_inputs(dims: ModelDims) -> tuple[str, ...]:
     exporters drop an input the graph never reads."""
     names = ("noisy", "t", "self_cond", "keys", "values")
     return (*names, "code") if dims.wording_codes else names
+
+
+def hears(dims: ModelDims) -> bool:
+    """Whether the model's event head hears with YAMNet: then a hearing graph runs beside the audio graph."""
+    return bool(dims.event_classes) and dims.event_features == "yamnet"
+
+
+def audio_inputs(dims: ModelDims) -> tuple[str, ...]:
+    """The audio graph's inputs: the window, then YAMNet's embeddings of its seconds where the head hears with them."""
+    return (*AUDIO_INPUTS, HEARD_INPUT) if hears(dims) else AUDIO_INPUTS
 
 
 def audio_outputs(dims: ModelDims) -> tuple[str, ...]:
@@ -61,17 +80,38 @@ def _dac_decoder(captioner: Captioner) -> DiffusionDecoder:
 
 class ContextGraph(nn.Module):
     """(batch, samples) waveform -> keys, values: (batch, layers, heads, frames, head_width) each;
-    then the clip event probabilities (batch, classes) for a model with an event head."""
+    then the clip event probabilities (batch, classes) for a model with an event head. A head that
+    hears with YAMNet reads ``heard``, (batch, seconds, 1024) from the hearing graph."""
 
     def __init__(self, captioner: Captioner):
         super().__init__()
         self.frontend, self.encoder, self.decoder = captioner.frontend, captioner.encoder, _dac_decoder(captioner)
-        self.events, self.hearing = captioner.events, captioner.hearing
+        self.events = captioner.events
 
-    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, audio: torch.Tensor, heard: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         features = self.encoder(self.frontend(audio))
-        heard = self.hearing(audio) if self.hearing is not None else features
-        return _audio_side(self.decoder, self.events, features, heard)
+        return _audio_side(self.decoder, self.events, features, features if heard is None else heard)
+
+
+class HearingGraph(nn.Module):
+    """YAMNet on whole seconds of audio: (seconds, 16000) -> (seconds, 1, 1024), one patch each."""
+
+    def __init__(self, captioner: Captioner):
+        super().__init__()
+        if captioner.hearing is None:
+            raise TypeError("this model's event head does not hear with YAMNet")
+        self.hearing = captioner.hearing
+
+    def forward(self, seconds: torch.Tensor) -> torch.Tensor:
+        return self.hearing(seconds)
+
+
+def heard_features(captioner: Captioner, windows: torch.Tensor) -> torch.Tensor | None:
+    """What the audio graph reads beside the windows: YAMNet's embeddings of their seconds, or None."""
+    if captioner.hearing is None:
+        return None
+    seconds = HearingGraph(captioner)(windows.reshape(-1, HEARING_CHUNK_SAMPLES))
+    return seconds.unflatten(0, (len(windows), -1)).flatten(1, 2)
 
 
 def _audio_side(
@@ -145,13 +185,17 @@ def example_inputs(captioner: Captioner, batch: int = 2) -> dict[str, tuple[torc
     generator = torch.Generator().manual_seed(0)
     audio = (torch.randn(batch, dims.max_audio_samples, generator=generator) * 0.1).to(device)
     with torch.no_grad():
-        keys, values = ContextGraph(captioner).eval()(audio)[:2]
+        heard = heard_features(captioner, audio)
+        audio_arguments = (audio,) if heard is None else (audio, heard.contiguous())
+        keys, values = ContextGraph(captioner).eval()(*audio_arguments)[:2]
     shape = (batch, dims.max_caption_tokens, dims.embedding_dim)
     noisy = torch.randn(shape, generator=generator).to(device)
     self_cond = torch.randn(shape, generator=generator).to(device)
     t = torch.full((batch,), 0.5, device=device)
     code = (torch.arange(batch) % max(dims.wording_codes, 1)).to(device)
-    inputs = {"audio": (audio,), "step": step_arguments(dims, noisy, t, self_cond, code, keys, values)}
+    inputs = {"audio": audio_arguments, "step": step_arguments(dims, noisy, t, self_cond, code, keys, values)}
+    if heard is not None:
+        inputs["hearing"] = ((torch.randn(batch, HEARING_CHUNK_SAMPLES, generator=generator) * 0.1).to(device),)
     if dims.encoder_chunk_samples:
         chunk = (torch.randn(batch, dims.encoder_chunk_samples, generator=generator) * 0.1).to(device)
         with torch.no_grad():
@@ -169,13 +213,20 @@ def export_programs(captioner: Captioner, max_windows: int = 1024) -> dict[str, 
     windows = Dim("windows", min=1, max=max_windows)
     rows = Dim("rows", min=1, max=max_windows * MAX_CANDIDATES)
     with torch.no_grad():
-        audio = torch.export.export(ContextGraph(captioner).eval(), inputs["audio"], dynamic_shapes=({0: windows},))
+        audio = torch.export.export(
+            ContextGraph(captioner).eval(), inputs["audio"], dynamic_shapes=tuple({0: windows} for _ in inputs["audio"])
+        )
         step = torch.export.export(
             StepGraph(captioner).eval(),
             inputs["step"],
             dynamic_shapes=tuple({0: rows} for _ in step_inputs(captioner.dims)),
         )
         programs = {"audio": audio, "step": step}
+        if "hearing" in inputs:
+            seconds = Dim("seconds", min=1, max=max_windows * captioner.dims.max_audio_samples // HEARING_CHUNK_SAMPLES)
+            programs["hearing"] = torch.export.export(
+                HearingGraph(captioner).eval(), inputs["hearing"], dynamic_shapes=({0: seconds},)
+            )
         if captioner.dims.encoder_chunk_samples:
             per_window = captioner.dims.max_audio_samples // captioner.dims.encoder_chunk_samples
             chunks = Dim("chunks", min=1, max=max_windows * per_window)

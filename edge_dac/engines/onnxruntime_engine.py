@@ -24,20 +24,25 @@ from loguru import logger
 
 from edge_dac.engines.backend import Backend
 from edge_dac.engines.graphs import (
-    AUDIO_INPUTS,
     CHUNK_INPUTS,
     CHUNK_OUTPUTS,
+    HEARD_INPUT,
+    HEARING_INPUTS,
+    HEARING_OUTPUTS,
     MIX_INPUTS,
     STEP_OUTPUTS,
+    audio_inputs,
     audio_outputs,
     export_programs,
     step_inputs,
 )
 from edge_dac.model.captioner import Captioner
 from edge_dac.model.decoding import ChunkCache
+from edge_dac.model.hearing import HEARING_CHUNK_SAMPLES
 
 AUDIO_FILE = "audio.onnx"
 CHUNK_FILE, MIX_FILE = "chunk.onnx", "mix.onnx"  # a streaming encoder's audio side
+HEARING_FILE = "hearing.onnx"  # YAMNet, for a model whose event head hears with it
 STEP_FILE = "step.onnx"
 STEP_FP32_FILE = "step.fp32.onnx"  # int8 builds keep the fp32 step for the quality check
 
@@ -69,7 +74,10 @@ class OnnxRuntimeBackend(Backend):
             _to_onnx(programs["chunk"], folder / CHUNK_FILE, CHUNK_INPUTS, CHUNK_OUTPUTS)
             _to_onnx(programs["mix"], folder / MIX_FILE, MIX_INPUTS, audio_outputs(captioner.dims))
         else:
-            _to_onnx(programs["audio"], folder / AUDIO_FILE, AUDIO_INPUTS, audio_outputs(captioner.dims))
+            dims = captioner.dims
+            _to_onnx(programs["audio"], folder / AUDIO_FILE, audio_inputs(dims), audio_outputs(dims))
+        if "hearing" in programs:
+            _to_onnx(programs["hearing"], folder / HEARING_FILE, HEARING_INPUTS, HEARING_OUTPUTS)
         _to_onnx(programs["step"], folder / step_file, step_inputs(captioner.dims), STEP_OUTPUTS)
         if precision != "int8":
             return {}
@@ -145,6 +153,14 @@ class OnnxRuntimeRunner:
             self.chunks = ChunkCache(chunk_samples, encode)
         else:
             self.audio = onnxruntime.InferenceSession(str(folder / AUDIO_FILE), options, providers=providers)
+        self.heard = None
+        if (folder / HEARING_FILE).exists():
+            hearing = onnxruntime.InferenceSession(str(folder / HEARING_FILE), options, providers=providers)
+
+            def hear(seconds: torch.Tensor) -> torch.Tensor:
+                return torch.from_numpy(hearing.run(list(HEARING_OUTPUTS), {HEARING_INPUTS[0]: seconds.numpy()})[0])
+
+            self.heard = ChunkCache(HEARING_CHUNK_SAMPLES, hear)
         self.step_session = onnxruntime.InferenceSession(str(folder / step_file), options, providers=providers)
         self.reads_code = "code" in {node.name for node in self.step_session.get_inputs()}
         # The graph the audio side runs (mix for a streaming encoder) and its outputs: keys, values[, events].
@@ -162,7 +178,11 @@ class OnnxRuntimeRunner:
             outputs = [session.run(names, {"features": f[None]}) for f in features]
         else:
             audio = windows.numpy()
-            outputs = [session.run(names, {"audio": audio[i : i + 1]}) for i in range(len(audio))]
+            heard = self.heard.features(windows).numpy() if self.heard is not None else None
+            feeds = [{"audio": audio[i : i + 1]} for i in range(len(audio))]
+            if heard is not None:
+                feeds = [feed | {HEARD_INPUT: heard[i : i + 1]} for i, feed in enumerate(feeds)]
+            outputs = [session.run(names, feed) for feed in feeds]
         keys, values = (np.concatenate([output[i] for output in outputs]) for i in (0, 1))
         events = torch.from_numpy(np.concatenate([output[2] for output in outputs])) if len(names) > 2 else None
         return (np.repeat(keys, candidates, axis=0), np.repeat(values, candidates, axis=0)), events

@@ -25,9 +25,12 @@ from edge_dac.engines.backend import Backend, gpu_fields
 from edge_dac.engines.graphs import MAX_CANDIDATES, example_inputs, export_programs
 from edge_dac.errors import first_line
 from edge_dac.model.captioner import Captioner
+from edge_dac.model.decoding import ChunkCache
+from edge_dac.model.hearing import HEARING_CHUNK_SAMPLES
 
 AUDIO_FILE = "audio.ep"
 STEP_FILE = "step.ep"
+HEARING_FILE = "hearing.ep"  # YAMNet, for a model whose event head hears with it
 OPT_WINDOWS = 4  # TensorRT tunes kernels for this batch; the daemon captions a few windows at a time
 
 
@@ -91,9 +94,14 @@ class TensorRTBackend(Backend):
         programs = export_programs(captioner, max_windows=max_batch)
         example = example_inputs(captioner, batch=1)
         opt = min(OPT_WINDOWS, max_batch)
-        ranges = {"audio": (1, opt, max_batch), "step": (1, opt * 3, max_batch * MAX_CANDIDATES)}
+        seconds = captioner.dims.max_audio_samples // HEARING_CHUNK_SAMPLES
+        ranges = {
+            "audio": (1, opt, max_batch), "step": (1, opt * 3, max_batch * MAX_CANDIDATES),
+            "hearing": (1, opt * seconds, max_batch * seconds),
+        }
         settings = _precision_settings(torch_tensorrt, precision)
-        for name, path in (("audio", AUDIO_FILE), ("step", STEP_FILE)):
+        files = [("audio", AUDIO_FILE), ("step", STEP_FILE)] + [("hearing", HEARING_FILE)] * ("hearing" in programs)
+        for name, path in files:
             low, middle, high = ranges[name]
             specs = [
                 torch_tensorrt.Input(
@@ -114,7 +122,8 @@ class TensorRTBackend(Backend):
         torch_tensorrt = import_torch_tensorrt()
         audio = torch_tensorrt.load(str(folder / AUDIO_FILE)).module()
         step = torch_tensorrt.load(str(folder / STEP_FILE)).module()
-        return TensorRTRunner(audio, step, reads_code=bool(captioner.dims.wording_codes))
+        hearing = torch_tensorrt.load(str(folder / HEARING_FILE)).module() if captioner.hearing is not None else None
+        return TensorRTRunner(audio, step, reads_code=bool(captioner.dims.wording_codes), hearing_module=hearing)
 
 
 def _accepts(function, name: str) -> bool:
@@ -149,14 +158,18 @@ def _precision_settings(torch_tensorrt, precision: str) -> dict[str, Any]:
 
 
 class TensorRTRunner:
-    def __init__(self, audio_module, step_module, reads_code: bool = False):
+    def __init__(self, audio_module, step_module, reads_code: bool = False, hearing_module=None):
         self.audio_module, self.step_module = audio_module, step_module
         self.reads_code = reads_code
+        self.heard = None
+        if hearing_module is not None:
+            self.heard = ChunkCache(HEARING_CHUNK_SAMPLES, lambda seconds: hearing_module(seconds.contiguous()).float())
 
     def context(
         self, windows: torch.Tensor, candidates: int
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
-        keys, values, *events = self.audio_module(windows.contiguous())
+        heard = (self.heard.features(windows).contiguous(),) if self.heard is not None else ()
+        keys, values, *events = self.audio_module(windows.contiguous(), *heard)
         kv = keys.float().repeat_interleave(candidates, dim=0), values.float().repeat_interleave(candidates, dim=0)
         return kv, events[0].float().cpu() if events else None
 

@@ -60,23 +60,29 @@ class Captioner(nn.Module):
         """(batch, samples) waveform -> (batch, frames, encoder_width) features."""
         return self.encoder(self.frontend(audio))
 
-    def event_inputs(self, features: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:
-        """What the event head reads: the encoder's features, or YAMNet's embeddings of the audio."""
+    def event_inputs(
+        self, features: torch.Tensor, audio: torch.Tensor | None, heard: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """What the event head reads: the encoder's features, or YAMNet's embeddings of the audio
+        (``heard``, when the caller has them already: an engine that hears each second once)."""
         if self.hearing is None:
             return features
+        if heard is not None:
+            return heard
         if audio is None:
             raise ValueError("this model's event head hears the waveform (event_features 'yamnet'): pass audio")
         return self.hearing(audio)
 
     @torch.no_grad()
     def detect_events(
-        self, features: torch.Tensor, audio: torch.Tensor | None = None
+        self, features: torch.Tensor, audio: torch.Tensor | None = None, heard: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame probabilities (batch, frames, classes) and clip probabilities (batch, classes) of
-        ``dims.event_classes``, from encoder features (and the waveform, for a YAMNet head)."""
+        ``dims.event_classes``, from encoder features (and the waveform, or its YAMNet embeddings,
+        for a YAMNet head)."""
         if self.events is None:
             raise ValueError("this model has no event detection head (dims.event_classes is empty)")
-        logits = self.events(self.event_inputs(features, audio))
+        logits = self.events(self.event_inputs(features, audio, heard))
         return torch.sigmoid(logits.float()), EventHead.clip_probabilities(logits)
 
     # -- text ------------------------------------------------------------------------------------

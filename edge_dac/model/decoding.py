@@ -32,6 +32,7 @@ from edge_dac.lexicon import (
     strip_article,
 )
 from edge_dac.model.diffusion import DiffusionDecoder
+from edge_dac.model.hearing import HEARING_CHUNK_SAMPLES
 from edge_dac.model.tokenizer import decode_tokens
 
 if TYPE_CHECKING:
@@ -581,13 +582,16 @@ class EagerRunner:
         chunk = model.dims.encoder_chunk_samples
         encoder, frontend = model.encoder, model.frontend
         self.chunks = ChunkCache(chunk, lambda audio: encoder.encode_chunk(frontend(audio))) if chunk else None
+        # YAMNet hears each second once: a window sliding by whole seconds reuses the rest.
+        self.heard = ChunkCache(HEARING_CHUNK_SAMPLES, model.hearing) if model.hearing is not None else None
 
     def context(self, windows: torch.Tensor, candidates: int) -> tuple[Any, torch.Tensor | None]:
         if self.chunks is not None:
             features = self.model.encoder.mix(self.chunks.features(windows))
         else:
             features = self.model.encode_audio(windows)
-        events = self.model.detect_events(features, windows)[1].cpu() if self.model.events is not None else None
+        heard = self.heard.features(windows) if self.heard is not None else None
+        events = self.model.detect_events(features, windows, heard)[1].cpu() if self.model.events is not None else None
         if not isinstance(self.decoder, DiffusionDecoder):
             return features, events  # the AR decoder reads the encoder features (one row per window)
         return self.decoder.candidate_kv(self.decoder.prepare_audio(features), candidates), events

@@ -36,6 +36,9 @@ PATCH_FRAMES = 96  # 0.96 s
 # Patches start every second: a window's 10 patches, and each 2 s hop of the daemon brings 2 whole
 # new ones (YAMNet's own 0.48 s hop would double the cost for overlapping views).
 PATCH_HOP_SECONDS = 1.0
+# Each patch lies within its own second of audio (15,600 samples of it), so a second alone gives the
+# same embedding as inside a window: what lets engines hear each second once (ChunkCache).
+HEARING_CHUNK_SAMPLES = int(SAMPLE_RATE * PATCH_HOP_SECONDS)
 LAYERS = (12, 20)  # the pointwise convolutions of separable blocks 6 and 10 (0 is the first convolution)
 EMBEDDING_WIDTH = 1024  # 2 x 512
 # (stride, output channels) of the 13 depthwise-separable blocks after the first convolution
