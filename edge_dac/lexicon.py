@@ -184,6 +184,13 @@ class Lexicon:
                     found |= keys
         return found
 
+    def names_a_sound(self, caption: str) -> bool:
+        """Whether a caption names anything that sounds: a class, or a sound's noun ("a man", "a
+        hammer") even where its verb fits no class ("a man roars something")."""
+        return any(self.word_class(word) == "<noun>" for word in tokens(caption)) or bool(
+            self.labels_in_caption(caption)
+        )
+
     def misfit_words(self, caption: str) -> tuple[str, str] | None:
         """The first two words where one sound's wording runs into another's, or None: a noun
         followed by a verb that none of that noun's sounds makes in the lexicon ("a siren

@@ -172,6 +172,9 @@ def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem, codes, chunk_
         ("a bow is far away and a", True),
         ("a machine gun rattles off shots and then a woman says", True),  # cut off: no caption ends on "says"
         ("after a moment of quiet, a siren wails, followed by", True),  # from the demo
+        ("after a moment of quiet", True),  # names nothing that sounds: an opening cut from its clause
+        ("with a make in the background", True),
+        ("a hammer rings", False),  # a sound's noun, though its verb fits no class
         ("a car passes by", False),
         ("a drum an a with a in background the background", True),
         ("a car passes with", True),
@@ -567,3 +570,27 @@ def test_event_guidance_makes_the_decoder_name_the_sound_the_head_hears(model):
     assert "dog barking" not in lexicon.labels_in_caption(best(0.0))
     guided = best(3.0)
     assert "dog barking" in lexicon.labels_in_caption(guided), guided
+
+
+def test_a_window_the_guidance_breaks_gets_the_unguided_decoders_whole_caption():
+    """Real weights on a real demo scene, its head made to hear four sounds that are not there and the
+    guidance pushed past the default: every guided candidate is broken ("a crashes with crashing in
+    the"), so what the user reads is the unguided decoder's whole best caption (the same noise,
+    ranked the same way), not a ruin."""
+    from edge_dac.audio import load_audio
+    from edge_dac.const import DEFAULT_MODEL_DIR, DEMO_DIR
+    from edge_dac.model.decoding import DecodingTask, EagerRunner, is_broken
+
+    captioner = load_captioner(DEFAULT_MODEL_DIR)
+    audio = torch.from_numpy(load_audio(DEMO_DIR / "scape-test-000000.flac", captioner.dims.sample_rate))[None]
+    classes, heard = captioner.dims.event_classes, ("dog barking", "church bells", "rain", "crash")
+    runner = _HearsOnly(EagerRunner(captioner), classes, heard[0])
+    runner.probabilities = torch.tensor([0.95 if c in heard else 0.0 for c in classes])
+    task = DecodingTask(captioner, DecodingOptions(event_guidance=3.0), runner)
+    windows = captioner.fit_length(audio)
+    context, events = task.context(windows)
+    guided = task.rank(*task.sample(context, task.noise(windows), task.bias(events)), events)[0]
+    assert all(is_broken(c.caption) for c in guided), [c.caption for c in guided]
+    unguided = task.rank(*task.sample(context, task.noise(windows)), events)[0]
+    assert not is_broken(unguided[0].caption)
+    assert [c.caption for c in task.run(audio)[0]] == [c.caption for c in unguided]
