@@ -653,12 +653,13 @@ class DecodingTask:
             context, events = self.context(chunk)
             noise, bias = self.noise(chunk), self.bias(events)
             ranked = self.rank(*self.sample(context, noise, bias), events)
-            if bias is not None and self.options.repair and any(is_broken(c[0].caption) for c in ranked):
-                # The guidance can push the decoder to words it cannot join into a sentence; where
-                # none of a window's candidates is whole, the unguided decoder's take their place.
+            if bias is not None and self.options.repair and any(_form(c[0].caption) for c in ranked):
+                # The guidance can push the decoder to words it cannot join into a sentence; where a
+                # window's best candidate is broken or misfit, the unguided decoder's best (the same
+                # noise, ranked the same way) takes its place if it is better formed.
                 plain = self.rank(*self.sample(context, noise), events)
                 ranked = [
-                    new if is_broken(old[0].caption) and not is_broken(new[0].caption) else old
+                    new if _form(new[0].caption) < _form(old[0].caption) else old
                     for old, new in zip(ranked, plain, strict=True)
                 ]
             results += ranked
@@ -733,6 +734,11 @@ class DecodingTask:
             rank_candidates(self.model, rows.tolist(), scores.tolist(), self.options, clip)
             for rows, scores, clip in zip(tokens, log_probs, heard, strict=True)
         ]
+
+
+def _form(caption: str) -> int:
+    """How a caption is formed, best first: 0 whole, 1 misfit (another sound's verb), 2 broken."""
+    return 2 if is_broken(caption) else int(is_misfit(caption))
 
 
 def decode(
