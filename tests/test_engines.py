@@ -24,6 +24,7 @@ from edge_dac.engines.select import unavailable
 from edge_dac.engines.store import MANIFEST, file_sha256
 from edge_dac.errors import EdgeDacError
 from edge_dac.model import DecodingOptions, save_captioner
+from edge_dac.model.decoding import forget_audio
 from tests.factories import tiny_captioner
 
 STEPS, CANDIDATES = 4, 3
@@ -89,7 +90,8 @@ def heard_model_dir(tmp_path_factory):
     graph beside its audio graph."""
     captioner = tiny_captioner("dac", seconds=2.0, event_classes=("dog barking", "rain", "door"),
                                event_features="yamnet", event_hidden=16)
-    torch.nn.init.normal_(captioner.events.frame.weight, std=0.1)  # a head that reads what YAMNet hears
+    torch.nn.init.normal_(captioner.events.hidden[0].weight, std=0.1)  # a head that reads what YAMNet hears
+    torch.nn.init.normal_(captioner.events.frame.weight, std=0.5)
     return save_captioner(captioner, tmp_path_factory.mktemp("heard") / "tiny-dac-yamnet")
 
 
@@ -171,6 +173,9 @@ def test_yamnet_hears_each_second_of_sliding_windows_once(backend, heard_model_d
         whole = captioner.detect_events(captioner.encode_audio(windows), windows)[1]  # YAMNet on whole windows
     torch.testing.assert_close(streamed, whole, atol=1e-5, rtol=1e-4)
     assert (whole.max(0).values - whole.min(0).values).max() > 1e-3  # the windows are heard differently
+    forget_audio(engine.runner)  # what speed figures of independent clips do before each timed call
+    engine.runner.context(windows[-1:], 1)
+    assert engine.runner.heard.encoded == 2 * per_window + len(windows) - 1  # heard afresh
 
 
 @pytest.mark.parametrize(

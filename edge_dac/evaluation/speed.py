@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from edge_dac.model.captioner import Captioner
-from edge_dac.model.decoding import Candidate, DecodingOptions, DecodingTask
+from edge_dac.model.decoding import Candidate, DecodingOptions, DecodingTask, forget_audio
 
 CaptionFn = Callable[[np.ndarray], list[list[Candidate]]]
 
@@ -140,6 +140,11 @@ def measure_speed(
         raise ValueError(f"unknown speed stage(s) {sorted(unknown)}: use 'pipeline' and/or 'decode'")
     if caption_fn is None:
         caption_fn = lambda batch: captioner.generate(batch, options)  # noqa: E731
+    def fresh(audio: np.ndarray) -> object:  # independent clips: nothing heard before is reused
+        if runner is not None:
+            forget_audio(runner)
+        return caption_fn(audio)
+
     results = []
     with torch_threads(threads), torch.inference_mode():
         for batch_size in batch_sizes:
@@ -148,7 +153,7 @@ def measure_speed(
             tokens, _ = decode()
             count = generated_tokens(tokens, captioner.eos_id, captioner.pad_id)
             for stage in stages:
-                fn = (lambda audio=audio: caption_fn(audio)) if stage == "pipeline" else decode
+                fn = (lambda audio=audio: fresh(audio)) if stage == "pipeline" else decode
                 # Counting the tokens above already ran the decoder (and the eager encoder) on these shapes.
                 median, iterations = time_call(fn, seconds, warm_up=warm_up and stage == "pipeline")
                 results.append(SpeedResult(stage, batch_size, median, iterations, count))

@@ -576,6 +576,15 @@ class ChunkCache:
         return joined.unflatten(0, (batch, -1)).flatten(1, 2)
 
 
+def forget_audio(runner: Any) -> None:
+    """Empty a runner's chunk caches (a streaming encoder's chunks, YAMNet's seconds), so that the
+    next call costs what a clip never heard before costs: what speed figures of independent clips
+    must time (a sliding window's reuse is the daemon's to measure)."""
+    for value in vars(runner).values():
+        if isinstance(value, ChunkCache):
+            value.kept.clear()
+
+
 class EagerRunner:
     """The model's own modules: the reference every compiled backend must match."""
 
