@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--event-guidance", type=float, default=None, metavar="G",
-        help="how hard the event head steers the words (default 1, as the daemon; 0: off)",
+        help="how hard the event head steers the words (default 2, as the daemon; 0: off)",
     )
     parser.add_argument(
         "--backend", default="auto", help="auto (the fastest available), eager, onnxruntime, torch-compile, tensorrt"

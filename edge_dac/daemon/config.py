@@ -118,7 +118,7 @@ class EngineConfig(StrictModel):
     # load (tests/test_defaults.py holds the numbers together, tests/test_layering.py the imports).
     steps: int = Field(2, ge=1)
     candidates: int = Field(5, ge=1)
-    event_guidance: float = Field(1.0, ge=0, description="how hard the event head steers the words; 0: off")
+    event_guidance: float = Field(2.0, ge=0, description="how hard the event head steers the words; 0: off")
     threads: int | None = Field(None, ge=1)
 
 

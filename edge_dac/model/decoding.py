@@ -67,7 +67,7 @@ class DecodingOptions:
     seed: int | None = 0
     rank: str = "auto"
     noise_scale: float = 1.0
-    event_guidance: float = 1.0  # how hard the event head's clip probabilities steer the words (0: off)
+    event_guidance: float = 2.0  # how hard the event head's clip probabilities steer the words (0: off)
     match_events: bool = True  # candidates that agree with the event head first
     prefer_whole: bool = True  # whole captions first, then redundant, then misfit, then broken ones
     repair: bool = True  # cut a broken caption back to a whole prefix; drop a redundant one's repeats; mend misfits
