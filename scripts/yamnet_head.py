@@ -8,13 +8,13 @@ YAMNet (model/hearing.py), trained on AudioSet, hears them far better.
   embed: mix fresh augmented train-split scenes (the training mixer and augmentation, a scene
          stream of its own; never val or test recordings), YAMNet embeddings of each 1 s patch,
          the scene's classes and per-patch SED targets from the mixer's event times; npz shards.
-  fit:   the head (``EventHead``: frame logits, linear-softmax pooling) on those embeddings,
+  fit:   the head (``EventHead``: a hidden layer of --hidden, frame logits, linear-softmax pooling) on those embeddings,
          BCE summed over classes, clip tagging + frame SED as in training; scored on the built
          corpus's val clips (unseen recordings); written into each --model's copy as
          ``event_features: yamnet``, every other weight unchanged.
 
   EDGE_DAC_CACHE=pack EDGE_DAC_CATALOG=pack/catalog.csv python scripts/yamnet_head.py embed \
-      --scenes 8192 --part 0 --parts 2 --out runs/yamnet/train          # and --part 1, side by side
+      --scenes 16384 --part 0 --parts 2 --out runs/yamnet/train         # and --part 1, side by side
   python scripts/yamnet_head.py fit --data runs/yamnet/train --val corpus/manifest.jsonl \
       --model edge_dac/assets/model --model models/ar-tiny --out runs/yamnet
 """
