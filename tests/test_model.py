@@ -175,6 +175,9 @@ def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem, codes, chunk_
         ("after a moment of quiet", True),  # names nothing that sounds: an opening cut from its clause
         ("with a make in the background", True),
         ("a hammer rings", False),  # a sound's noun, though its verb fits no class
+        ("a fire burns out with fire crackling fire crackles in the background", True),  # the demo, session 15
+        ("a woman says something with a waterfall roaring waterfall", True),
+        ("a boat moves through water with water flowing in the background", False),
         ("a car passes by", False),
         ("a drum an a with a in background the background", True),
         ("a car passes with", True),

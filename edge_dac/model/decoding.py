@@ -170,7 +170,9 @@ def is_broken(caption: str) -> bool:
     that no caption of the corpus writes ("a tree crashes down traffic past", "rain patters on a
     windshield chainsaw overhead"; ``CaptionPairs``), or one that stops where no caption of the corpus
     stops ("and then a woman says"), or one that names nothing that sounds ("after a moment of quiet":
-    an opening cut from its clause; every one of the corpus's 50,000 test and val references names a class)."""
+    an opening cut from its clause; every one of the corpus's 50,000 test and val references names a
+    class), or a sound's noun, its verb and the noun again ("a fire crackles fire crackling": two
+    wordings of one sound stuttered together; none of those references)."""
     words = caption.replace(",", " , ").split()
     if not words or words[-1] in CANNOT_END:
         return True
@@ -189,9 +191,13 @@ def is_broken(caption: str) -> bool:
             return True
     if words[-2:] == ["followed", "by"]:  # cut off mid-clause; its "by" alone ends "passes by"
         return True
+    lexicon = _lexicon()
+    for noun, verb, again in zip(words, words[1:], words[2:], strict=False):  # "a waterfall roaring waterfall"
+        if noun == again and lexicon.word_class(noun) == "<noun>" and lexicon.word_class(verb) in ("<ing>", "<verb>"):
+            return True
     if _caption_pairs().unheard(caption):  # a run-on, or an end no corpus caption has
         return True
-    return not _lexicon().names_a_sound(caption)
+    return not lexicon.names_a_sound(caption)
 
 
 # Nouns that end in "-ing" (a participle after one is no second participle: "a building collapsing").
