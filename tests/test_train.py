@@ -344,10 +344,14 @@ def test_a_yamnet_event_head_is_trained_from_the_waveform_and_kept(soundscape_ca
     audio = torch.randn(1, first.dims.max_audio_samples) * 0.1
     frames, clip = first.detect_events(first.encode_audio(audio), audio)
     assert frames.shape[1] == 2 and clip.shape == (1, len(first.dims.event_classes))
-    train(config, tmp_path / "second", init=tmp_path / "first" / "checkpoints" / "step-0000003", progress=False)
+    # Continued, not started afresh: at lr 1e-9 the next finetune ends where the first one did (within
+    # the EMA's drift), where a new draw of the hidden layer differs by ~0.02 a weight.
+    sections["optim"]["learning_rate"] = 1e-9
+    again = load_train_config(write_config(tmp_path / "again.yaml", tiny_config(**sections)))
+    train(again, tmp_path / "second", init=tmp_path / "first" / "checkpoints" / "step-0000003", progress=False)
     second = load_captioner(tmp_path / "second" / "checkpoints" / "step-0000003")
     assert second.dims == first.dims
-    # continued, not started afresh: three steps at lr 1e-2 move the hidden layer far less than a new draw
+    for name, tensor in first.events.state_dict().items():
+        torch.testing.assert_close(second.events.state_dict()[name], tensor, atol=1e-3, rtol=0)
     fresh_hidden = type(first.events)(first.dims, width=1024).hidden[0].weight
-    moved = (second.events.hidden[0].weight - first.events.hidden[0].weight).abs().mean()
-    assert moved < 0.5 * (fresh_hidden - first.events.hidden[0].weight).abs().mean()
+    assert (fresh_hidden - first.events.hidden[0].weight).abs().mean() > 0.01
