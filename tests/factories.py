@@ -11,11 +11,11 @@ CAPTIONS = ["a dog barks while rain falls", "a man speaks then a door slams twic
 
 def tiny_captioner(
     kind: str = "dac", seconds: float = 2.0, stem: str = "conv1d", wording_codes: int = 0, event_classes=(),
-    chunk_seconds: float = 0.0, event_features: str = "encoder", event_hidden: int = 0,
+    chunk_seconds: float = 0.0, event_features: str = "encoder", event_hidden: int = 0, event_memory: bool = False,
 ) -> Captioner:
     """A small random-weight captioner; ``chunk_seconds``: a streaming encoder (its first block per chunk);
     ``event_features="yamnet"``: its event head on the shipped YAMNet weights; ``event_hidden``: the
-    head's hidden layer."""
+    head's hidden layer; ``event_memory``: its denoiser also reads the head's frame probabilities."""
     torch.manual_seed(0)
     tokenizer = train_tokenizer(CAPTIONS, vocab_size=80)
     dims = ModelDims(
@@ -24,6 +24,6 @@ def tiny_captioner(
         embedding_dim=16, encoder_stem=stem, encoder_channels=8, wording_codes=wording_codes,
         event_classes=tuple(event_classes), encoder_chunk_seconds=chunk_seconds,
         encoder_chunk_layers=1 if chunk_seconds else 0, event_features=event_features,
-        event_hidden=event_hidden,
+        event_hidden=event_hidden, event_memory=event_memory,
     )
     return Captioner(dims, tokenizer).eval()

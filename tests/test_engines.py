@@ -96,6 +96,18 @@ def heard_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def memory_model_dir(tmp_path_factory):
+    """A DAC model whose denoiser also cross-attends to its YAMNet head's frame probabilities
+    (``event_memory``): the audio graph's keys and values hold one more token per second."""
+    captioner = tiny_captioner("dac", seconds=2.0, event_classes=("dog barking", "rain", "door"),
+                               event_features="yamnet", event_hidden=16, event_memory=True)
+    torch.nn.init.normal_(captioner.events.hidden[0].weight, std=0.1)
+    torch.nn.init.normal_(captioner.events.frame.weight, std=0.5)
+    torch.nn.init.normal_(captioner.decoder.event_proj.weight, std=2.0)  # memory the captions depend on
+    return save_captioner(captioner, tmp_path_factory.mktemp("memory") / "tiny-dac-memory")
+
+
+@pytest.fixture(scope="module")
 def streaming_model_dir(tmp_path_factory):
     """A DAC model with a streaming encoder (0.4 s chunks of its 2 s window)."""
     return save_captioner(tiny_captioner("dac", stem="cnn2d", chunk_seconds=0.4),
@@ -110,15 +122,16 @@ def streaming_model_dir(tmp_path_factory):
         ("onnxruntime", "streaming"),
         ("onnxruntime", "events"),
         ("onnxruntime", "heard"),
+        ("onnxruntime", "memory"),
         pytest.param("torch-compile", "plain", marks=pytest.mark.slow),  # Inductor: 1-3 min on 2 cores
     ],
 )
 def test_every_fp32_backend_writes_eager_captions_from_the_same_seed(
     backend, variant, model_dir, coded_model_dir, streaming_model_dir, events_model_dir, heard_model_dir,
-    engines_dir, windows, eager_captions,
+    memory_model_dir, engines_dir, windows, eager_captions,
 ):
     folder = {"plain": model_dir, "coded": coded_model_dir, "streaming": streaming_model_dir,
-              "events": events_model_dir, "heard": heard_model_dir}[variant]
+              "events": events_model_dir, "heard": heard_model_dir, "memory": memory_model_dir}[variant]
     coded = variant == "coded"
     expected = eager_captions if variant == "plain" else load_engine(folder, "eager").caption(
         windows, STEPS, CANDIDATES)
@@ -129,12 +142,17 @@ def test_every_fp32_backend_writes_eager_captions_from_the_same_seed(
         windows[:1], STEPS, 1))
     if coded:  # the codes reach the compiled graph: K candidates of one window are K wordings
         assert any(len({c.caption for c in window}) > 1 for window in expected)
-    if variant in ("events", "heard"):  # the compiled audio graph gives eager's clip probabilities
+    if variant in ("events", "heard", "memory"):  # the compiled audio graph gives eager's clip probabilities
         batch = torch.from_numpy(windows[:4])
         _, expected_events = load_engine(folder, "eager").runner.context(batch, 1)
         _, events = engine.runner.context(batch, CANDIDATES)
         assert events.shape == (4, 3)
         torch.testing.assert_close(events, expected_events, atol=1e-5, rtol=1e-4)
+    if variant == "memory":  # the compiled keys hold one more token per second: the event frames
+        dims = engine.captioner.dims
+        keys = engine.runner.context(torch.from_numpy(windows[:1]), 1)[0][0]
+        eager_keys = load_engine(folder, "eager").runner.context(torch.from_numpy(windows[:1]), 1)[0][0][0]
+        assert keys.shape[-2] == eager_keys.shape[-2] == dims.max_encoder_frames + dims.event_frames == 50 + 2
 
 
 

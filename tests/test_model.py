@@ -597,3 +597,42 @@ def test_a_window_the_guidance_breaks_gets_the_unguided_decoders_whole_caption()
     unguided = task.rank(*task.sample(context, task.noise(windows)), events)[0]
     assert not is_broken(unguided[0].caption)
     assert [c.caption for c in task.run(audio)[0]] == [c.caption for c in unguided]
+
+
+def test_an_event_memory_denoiser_reads_the_heads_frames_and_its_training_leaves_the_head_alone():
+    """``event_memory``: the denoiser cross-attends to one token per second of the event head's frame
+    probabilities. Other frames give other logits; a call without them says what is missing; the
+    caption loss trains the new projection but not the head (its probabilities keep their meaning)."""
+    from edge_dac.errors import CheckpointError
+    from edge_dac.training.config import TrainConfig
+    from edge_dac.training.objectives import CaptionObjective
+
+    captioner = tiny_captioner("dac", event_classes=("dog barking", "rain"), event_features="yamnet",
+                               event_hidden=8, event_memory=True)
+    decoder, dims = captioner.decoder, captioner.dims
+    audio = torch.randn(1, dims.max_audio_samples) * 0.1
+    features = captioner.encode_audio(audio)
+    frames, _ = captioner.detect_events(features, audio)
+    assert frames.shape == (1, dims.event_frames, 2) == (1, 2, 2)
+    memory = decoder.prepare_audio(features, frames)
+    assert memory.shape[1] == features.shape[1] + dims.event_frames
+    shape = (1, dims.max_caption_tokens, dims.embedding_dim)
+    noisy, t = torch.randn(shape), torch.full((1,), 0.5)
+    with torch.no_grad():
+        heard = decoder(noisy, t, torch.zeros(shape), memory)
+        other = decoder(noisy, t, torch.zeros(shape), decoder.prepare_audio(features, 1 - frames))
+    assert (heard - other).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="event_memory"):
+        decoder.prepare_audio(features)
+
+    objective = CaptionObjective(captioner.train(), TrainConfig())
+    mel = captioner.frontend(audio)
+    tokens, weights = captioner.caption_tokens(CAPTIONS[:1])
+    heard_embeddings = captioner.hearing(audio)
+    objective(mel, tokens, weights, heard=heard_embeddings)["total"].backward()
+    assert decoder.event_proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in captioner.events.parameters())  # no tagging targets: only the caption loss
+
+    for kind, features_of in (("ar", "yamnet"), ("dac", "encoder")):
+        with pytest.raises(CheckpointError, match="event_memory"):
+            ModelDims(kind=kind, event_classes=("rain",), event_features=features_of, event_memory=True).validate()

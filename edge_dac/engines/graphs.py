@@ -56,14 +56,9 @@ def step_inputs(dims: ModelDims) -> tuple[str, ...]:
     return (*names, "code") if dims.wording_codes else names
 
 
-def hears(dims: ModelDims) -> bool:
-    """Whether the model's event head hears with YAMNet: then a hearing graph runs beside the audio graph."""
-    return bool(dims.event_classes) and dims.event_features == "yamnet"
-
-
 def audio_inputs(dims: ModelDims) -> tuple[str, ...]:
     """The audio graph's inputs: the window, then YAMNet's embeddings of its seconds where the head hears with them."""
-    return (*AUDIO_INPUTS, HEARD_INPUT) if hears(dims) else AUDIO_INPUTS
+    return (*AUDIO_INPUTS, HEARD_INPUT) if dims.hears_with_yamnet else AUDIO_INPUTS
 
 
 def audio_outputs(dims: ModelDims) -> tuple[str, ...]:
@@ -119,11 +114,15 @@ def _audio_side(
 ) -> tuple[torch.Tensor, ...]:
     """Keys and values from the encoder features; clip event probabilities from what the event
     head reads (``heard``: the same features, or YAMNet's embeddings)."""
-    pairs = decoder.cross_attention_kv(decoder.prepare_audio(features))
+    logits = events(heard) if events is not None else None
+    memory = None
+    if logits is not None and decoder.event_proj is not None:  # an event-memory denoiser reads the frames too
+        memory = torch.sigmoid(logits.float()).to(features.dtype)
+    pairs = decoder.cross_attention_kv(decoder.prepare_audio(features, memory))
     keys, values = torch.stack([key for key, _ in pairs], dim=1), torch.stack([value for _, value in pairs], dim=1)
-    if events is None:
+    if logits is None:
         return keys, values
-    return keys, values, EventHead.clip_probabilities(events(heard))
+    return keys, values, EventHead.clip_probabilities(logits)
 
 
 class ChunkGraph(nn.Module):

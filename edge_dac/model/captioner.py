@@ -34,7 +34,7 @@ class Captioner(nn.Module):
         self.encoder = AudioEncoder(dims)
         # Frame-level event detection on the encoder's output or on YAMNet's (fixed weights, not in
         # the checkpoint); the head is kept in the checkpoint so finetuning continues it.
-        self.hearing = YAMNet() if dims.event_classes and dims.event_features == "yamnet" else None
+        self.hearing = YAMNet() if dims.hears_with_yamnet else None
         width = EMBEDDING_WIDTH if self.hearing is not None else None
         self.events = EventHead(dims, width) if dims.event_classes else None
         self.decoder: DiffusionDecoder | ARDecoder
@@ -113,6 +113,8 @@ class Captioner(nn.Module):
         tokens, weights = tokens.to(audio.device), weights.to(audio.device)
         features = self.encode_audio(audio)
         if isinstance(self.decoder, DiffusionDecoder):
+            if self.dims.event_memory:
+                kwargs["events"] = self.detect_events(features, self.fit_length(audio))[0]
             losses = self.decoder.loss(tokens, features, weights, **kwargs)
         else:
             losses = self.decoder.loss(tokens, features)

@@ -609,10 +609,14 @@ class EagerRunner:
         else:
             features = self.model.encode_audio(windows)
         heard = self.heard.features(windows) if self.heard is not None else None
-        events = self.model.detect_events(features, windows, heard)[1].cpu() if self.model.events is not None else None
+        frames = events = None
+        if self.model.events is not None:
+            frames, events = self.model.detect_events(features, windows, heard)
+            events = events.cpu()
         if not isinstance(self.decoder, DiffusionDecoder):
             return features, events  # the AR decoder reads the encoder features (one row per window)
-        return self.decoder.candidate_kv(self.decoder.prepare_audio(features), candidates), events
+        memory = frames.to(features.dtype) if self.model.dims.event_memory and frames is not None else None
+        return self.decoder.candidate_kv(self.decoder.prepare_audio(features, memory), candidates), events
 
     def step(self, noisy, t, self_cond, code, context):
         return self.decoder.step(noisy, t, self_cond, code, context)

@@ -63,6 +63,10 @@ class DiffusionDecoder(nn.Module):
         if self.wording is not None:
             nn.init.normal_(self.wording.weight, std=0.02)
         self.audio_proj = nn.Linear(dims.encoder_width, width)
+        # The event head's frame probabilities as extra memory tokens (ModelDims.event_memory): a
+        # projection and a learned position per frame, appended to the projected audio.
+        self.event_proj = nn.Linear(len(dims.event_classes), width) if dims.event_memory else None
+        self.event_positions = nn.Parameter(torch.randn(dims.event_frames, width) * 0.02) if dims.event_memory else None
         self.blocks = nn.ModuleList(
             Block(width, dims.decoder_heads, cross_attention=True, dropout=dims.dropout)
             for _ in range(dims.decoder_layers)
@@ -85,8 +89,16 @@ class DiffusionDecoder(nn.Module):
 
     # -- one denoiser evaluation ----------------------------------------------------------------
 
-    def prepare_audio(self, audio_features: torch.Tensor) -> torch.Tensor:
-        return self.audio_proj(audio_features)
+    def prepare_audio(self, audio_features: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
+        """What the denoiser cross-attends to: the projected encoder frames, then (``event_memory``)
+        one token per frame of the event head's probabilities ``events``, (batch, event frames, classes)."""
+        audio = self.audio_proj(audio_features)
+        if self.event_proj is None or self.event_positions is None:
+            return audio
+        if events is None:
+            raise ValueError("this DAC reads the event head's frame probabilities (event_memory): pass events")
+        memory = self.event_proj(events.to(audio.dtype)) + self.event_positions[: events.shape[1]]
+        return torch.cat([audio, memory], dim=1)
 
     def cross_attention_kv(self, audio: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Every block's cross-attention keys and values of the projected audio.
@@ -139,6 +151,7 @@ class DiffusionDecoder(nn.Module):
         mse_weight: float = 1.0,
         generator: torch.Generator | None = None,
         codes: torch.Tensor | None = None,
+        events: torch.Tensor | None = None,
     ) -> DiffusionLosses:
         """Denoising loss on a batch of fixed-length token sequences (padded with [EOS]).
 
@@ -150,7 +163,7 @@ class DiffusionDecoder(nn.Module):
         """
         batch = tokens.shape[0]
         device = tokens.device
-        audio = self.prepare_audio(audio_features)
+        audio = self.prepare_audio(audio_features, events)
         x0 = self.embed(tokens)
         # Noise levels skewed towards pure noise (density 2t): there the caption must come from the
         # audio alone, which is what the first sampling steps ask of the model.

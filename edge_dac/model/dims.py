@@ -66,6 +66,10 @@ class ModelDims:
     # 0: the head is one linear layer per frame; > 0: a hidden layer of this width first (GELU), which
     # reads YAMNet's embeddings better (val event-F1 0.496 against 0.477, docs/dac-recipe.md stage 10).
     event_hidden: int = 0
+    # DAC only: the denoiser also cross-attends to the event head's frame probabilities (one memory
+    # token per second, beside the encoder's frames), so it reads what the head hears instead of
+    # only being steered by it (docs/dac-recipe.md, stage 11). Needs a YAMNet head.
+    event_memory: bool = False
 
     def __post_init__(self) -> None:
         # config.json holds a list; a frozen dataclass must hold something hashable.
@@ -82,6 +86,16 @@ class ModelDims:
     @property
     def max_encoder_frames(self) -> int:
         return -(-self.max_mel_frames // self.encoder_stride)
+
+    @property
+    def event_frames(self) -> int:
+        """The event head's frames per window: one per second on YAMNet, else one per encoder frame."""
+        return int(self.max_audio_seconds) if self.event_features == "yamnet" else self.max_encoder_frames
+
+    @property
+    def hears_with_yamnet(self) -> bool:
+        """Whether the event head reads YAMNet's embeddings of the waveform (then engines run YAMNet too)."""
+        return bool(self.event_classes) and self.event_features == "yamnet"
 
     @property
     def encoder_chunk_samples(self) -> int:
@@ -146,6 +160,8 @@ class ModelDims:
             problems.append(f"event_features must be 'encoder' or 'yamnet', got {self.event_features!r}")
         if self.event_features == "yamnet" and (self.sample_rate != 16_000 or self.encoder_chunk_seconds):
             problems.append("event_features 'yamnet' needs 16 kHz audio and a whole-window encoder")
+        if self.event_memory and (self.kind != "dac" or not self.event_classes or self.event_features != "yamnet"):
+            problems.append("event_memory needs kind 'dac' and an event head on YAMNet (event_features 'yamnet')")
         if len(set(self.event_classes)) != len(self.event_classes):
             problems.append("event_classes must be distinct")
         if self.vocab_size < 8:

@@ -53,17 +53,22 @@ class CaptionObjective(nn.Module):
     ) -> dict:
         features = self.captioner.encoder(mel)
         decoder = self.captioner.decoder
-        if isinstance(decoder, DiffusionDecoder):
-            losses = dict(
-                vars(decoder.loss(tokens, features, weights, generator=generator, codes=codes, **self.loss_options))
-            )
-        else:
-            losses = dict(vars(decoder.loss(tokens, features)))
         head = self.captioner.events
         if self.captioner.hearing is None:
             heard = features
-        if head is not None and clip_targets is not None and heard is not None:
-            frame_logits = head(heard).float()
+        frame_logits = head(heard).float() if head is not None and heard is not None else None
+        if isinstance(decoder, DiffusionDecoder):
+            # An event-memory denoiser reads the head's probabilities as they are; the caption loss
+            # does not move the head (its probabilities keep meaning what the detection loss says).
+            events = None
+            if decoder.event_proj is not None and frame_logits is not None:
+                events = torch.sigmoid(frame_logits).detach()
+            losses = dict(vars(decoder.loss(
+                tokens, features, weights, generator=generator, codes=codes, events=events, **self.loss_options
+            )))
+        else:
+            losses = dict(vars(decoder.loss(tokens, features)))
+        if frame_logits is not None and clip_targets is not None:
             losses["tag_bce"], _ = tagging_bce(frame_logits, clip_targets)
             losses["total"] = losses["total"] + self.tag_weight * losses["tag_bce"]
             if frame_targets is not None:
