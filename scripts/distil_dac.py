@@ -22,6 +22,20 @@ Two steps, each resumable by re-running it (it appends shards / continues from `
       --data runs/distil/data --out runs/distil --max-minutes 60
   python scripts/distil_dac.py half --model runs/distil/best --out edge_dac/assets/model
 
+Stage 11 (docs/dac-recipe.md): the teacher captions as the product decodes it (its event head's
+guidance, ranking and repair), the shards keep the head's frame probabilities, and the student's
+denoiser reads them (``--event-memory``, ``ModelDims.event_memory``); then its 4-step sampler is
+halved to 2 under the same guidance:
+
+  python scripts/distil_dac.py teach --teacher models/ar-tiny --scenes 8192 --parts 2 --part {0,1} \
+      --out runs/distil/data
+  python scripts/distil_dac.py train --teacher models/ar-tiny --student edge_dac/assets/model \
+      --data runs/distil/data --out runs/distil/denoise --target beam --event-memory --val-steps 2 \
+      --val-candidates 5 --steps 2500 --lr 3e-4 --threads 2 --max-minutes 55   # stopped at 1,500
+  python scripts/distil_dac.py sampler --teacher runs/distil/denoise/ema1500 --data runs/distil/data \
+      --out runs/distil/halving --online-teacher-steps 4 --steps-to 2 --val-candidates 5 --steps 600 \
+      --every 100 --lr 2e-4 --threads 2 --max-minutes 26
+
 Stage 6 distils the sampler on the same cached features (Luhman & Luhman 2021): the shipped DAC,
 at its many-step default, writes the caption of each (scene, starting noise) pair; a copy of it
 learns to write that caption from the same noise in a few steps, each step trained on the
@@ -70,8 +84,9 @@ from edge_dac.data.mixer import SceneMixer
 from edge_dac.evaluation.events import event_f1
 from edge_dac.lexicon import load_lexicon
 from edge_dac.model import Captioner, DecodingOptions, load_captioner, save_captioner
-from edge_dac.model.decoding import DecodingTask, is_broken
+from edge_dac.model.decoding import DecodingTask, event_bias, is_broken
 from edge_dac.model.diffusion import DiffusionDecoder
+from edge_dac.model.encoder import EventHead
 from edge_dac.training.config import load_train_config
 from edge_dac.training.data import _SCENE, WORDINGS, MixedScenes, derive_seed, fit_samples, wording_code
 from edge_dac.training.start import make_mixer
@@ -91,8 +106,10 @@ def _scene_source(config_path: str, seed: int) -> tuple[MixedScenes, int]:
 def teach(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     teacher = load_captioner(args.teacher).eval()
-    options = DecodingOptions(candidates=1, beam_size=args.beam, seed=0)
+    # The teacher writes as the product does: steered by its event head, ranked and repaired.
+    options = DecodingOptions(candidates=1, beam_size=args.beam, seed=0, event_guidance=args.guidance)
     task = DecodingTask(teacher, options)
+    heard = getattr(task.runner, "heard", None)
     source, samples = _scene_source(args.config, derive_seed(_TEACH_SEED, args.seed))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,24 +119,32 @@ def teach(args: argparse.Namespace) -> None:
         path = out / f"shard-{shard:04d}.npz"
         if path.exists():
             continue  # resuming: a shard is written whole or not at all
-        features, captions, chosen, references, labels = [], [], [], [], []
+        features, events, captions, chosen, references, labels = [], [], [], [], [], []
         for first in range(0, args.shard_size, args.batch):
             scenes = [source.scene(shard, 0, first + i) for i in range(args.batch)]
-            audio = torch.from_numpy(np.stack([fit_samples(s.audio, samples) for s in scenes]))
+            audio = teacher.fit_length(torch.from_numpy(np.stack([fit_samples(s.audio, samples) for s in scenes])))
             with torch.inference_mode():
-                encoded = teacher.encode_audio(teacher.fit_length(audio))
+                encoded = teacher.encode_audio(audio)
+                if teacher.events is not None:  # the head's frame probabilities: what an event-memory student reads
+                    frames, clip = teacher.detect_events(encoded, audio, heard.features(audio) if heard else None)
+                    events.append(frames.half().numpy())
                 if args.features_only:  # what sampler and stream read; the beam search is most of a shard
                     captions += [""] * len(scenes)
                     chosen += [""] * len(scenes)
                 else:
-                    captions += [candidates[0].caption for candidates in task.rank(*task.sample(encoded, None))]
+                    clip = clip if teacher.events is not None else None
+                    ranked = task.rank(*task.sample(encoded, None, task.bias(clip)), clip)
+                    captions += [candidates[0].caption for candidates in ranked]
                     chosen += [_most_likely(teacher, encoded[i : i + 1], s.captions) for i, s in enumerate(scenes)]
+            if heard is not None:
+                heard.kept.clear()  # no scene is heard twice
             features.append(encoded.half().numpy())
             references += [json.dumps(s.captions) for s in scenes]
             labels += [json.dumps(sorted({e["class"] for e in s.events})) for s in scenes]
         tmp = path.with_suffix(".tmp.npz")
+        extra = {"events": np.concatenate(events)} if events else {}
         np.savez(tmp, features=np.concatenate(features), captions=np.array(captions), chosen=np.array(chosen),
-                 references=np.array(references), labels=np.array(labels))
+                 references=np.array(references), labels=np.array(labels), **extra)
         tmp.rename(path)
         rate = (time.perf_counter() - started) / done
         logger.info(f"shard {shard + 1} ({done} of {len(mine)} here): {rate:.0f} s a shard; e.g. beam "
@@ -138,14 +163,15 @@ def _most_likely(teacher: Captioner, features: torch.Tensor, captions: list[str]
     return captions[int(((log_probs * mask).sum(1) / mask.sum(1)).argmax())]
 
 
-def _student(teacher: Captioner, student_path: str, codes: int) -> Captioner:
+def _student(teacher: Captioner, student_path: str, codes: int, event_memory: bool = False) -> Captioner:
     """The student: DAC's decoder (and tokenizer) from ``student_path``, the teacher's encoder and
-    event head, and ``codes`` wording codes (0 when each scene has one target wording)."""
-    init = load_captioner(student_path)
+    event head, and ``codes`` wording codes (0 when each scene has one target wording); with
+    ``event_memory`` its denoiser also reads the head's frame probabilities (new weights)."""
+    init = load_captioner(student_path).float()
     if teacher.tokenizer.get_vocab() != init.tokenizer.get_vocab():
         raise SystemExit("the teacher and the student have different tokenizers; distillation needs one")
     dims = copy.deepcopy(init.dims)
-    dims = type(dims).from_dict({**dims.to_dict(), "wording_codes": codes,
+    dims = type(dims).from_dict({**dims.to_dict(), "wording_codes": codes, "event_memory": event_memory,
                                  "event_classes": list(teacher.dims.event_classes)})
     student = Captioner(dims, init.tokenizer)
     student.encoder.load_state_dict(teacher.encoder.state_dict())
@@ -166,16 +192,21 @@ def _shards(folder: Path) -> list[Path]:
     return paths
 
 
-def _load_shards(folder: Path, target: str) -> tuple[np.ndarray, list[list[str]], list[list[int]]]:
-    """Features and, per scene, its target captions with their wording codes: one (the beam
-    caption or the most likely reference, code 0) or all five references under their families' codes."""
+def _load_shards(
+    folder: Path, target: str
+) -> tuple[np.ndarray, np.ndarray | None, list[list[str]], list[list[int]]]:
+    """Features, the event head's frame probabilities (None in shards from before them) and, per
+    scene, its target captions with their wording codes: one (the beam caption or the most likely
+    reference, code 0) or all five references under their families' codes."""
     paths = _shards(folder)
     seed = derive_seed(_TEACH_SEED, 0)
-    features, targets, codes = [], [], []
+    features, events, targets, codes = [], [], [], []
     for path in paths:
         shard = int(path.stem.split("-")[1])
         with np.load(path) as data:
             features.append(data["features"])
+            if "events" in data:
+                events.append(data["events"])
             if target != "family":
                 targets += [[c] for c in data["chosen" if target == "reference" else "captions"].tolist()]
                 codes += [[0]] * len(data["captions"])
@@ -184,7 +215,8 @@ def _load_shards(folder: Path, target: str) -> tuple[np.ndarray, list[list[str]]
                 targets.append(json.loads(references))
                 families = SceneMixer.caption_families(derive_seed(seed, _SCENE, shard, 0, index))
                 codes.append([wording_code(family) for family in families])
-    return np.concatenate(features), targets, codes
+    frames = np.concatenate(events) if len(events) == len(features) else None
+    return np.concatenate(features), frames, targets, codes
 
 
 def _val_scenes(config_path: str, count: int) -> tuple[np.ndarray, list[set[str]], list[str]]:
@@ -298,29 +330,35 @@ def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     teacher = load_captioner(args.teacher)
-    student = _student(teacher, args.student, codes=len(WORDINGS) if args.target == "family" else 0)
+    codes = len(WORDINGS) if args.target == "family" else 0
+    student = _student(teacher, args.student, codes=codes, event_memory=args.event_memory)
     decoder = student.decoder
     assert isinstance(decoder, DiffusionDecoder)
+    guided = DecodingTask(student, DecodingOptions(event_guidance=args.guidance)).word_tokens
 
-    def load() -> tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Features, target tokens and weights (scenes, targets, length), wording codes (scenes, targets)."""
-        features, targets, codes = _load_shards(Path(args.data), args.target)
+    def load() -> tuple[np.ndarray, np.ndarray | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features, event frames, target tokens and weights (scenes, targets, length), wording codes
+        (scenes, targets)."""
+        features, frames, targets, codes = _load_shards(Path(args.data), args.target)
         logger.info(f"{len(targets)} distilled scenes, features {features.shape}, targets: {args.target}")
+        if (args.event_memory or args.sampler_steps) and frames is None:
+            raise SystemExit(f"{args.data}: shards without the event head's frames; run 'teach' again")
         width = max(map(len, targets))
         flat = [row[i % len(row)] for row in targets for i in range(width)]
         tokens, weights = (x.view(len(targets), width, -1) for x in student.caption_tokens(flat))
-        return features, tokens, weights, torch.tensor([[row[i % len(row)] for i in range(width)] for row in codes])
+        table = torch.tensor([[row[i % len(row)] for i in range(width)] for row in codes])
+        return features, frames, tokens, weights, table
 
-    features, tokens, weights, code_table = load()
+    features, frames, tokens, weights, code_table = load()
     val_audio, val_labels, val_refs = _val_scenes(args.config, args.val_scenes)
     run = _Run(student, "decoder", args, warmup=100, reset_ema=args.reset_ema)
 
     def evaluate_and_keep() -> None:
-        nonlocal features, tokens, weights, code_table
+        nonlocal features, frames, tokens, weights, code_table
         if len(_shards(Path(args.data))) * args.shard_size > len(features):
-            features, tokens, weights, code_table = load()  # 'teach' is still writing shards
+            features, frames, tokens, weights, code_table = load()  # 'teach' is still writing shards
         with run.ema_weights() as model:
-            metrics = _validate(model, val_audio, val_labels, args.val_steps)
+            metrics = _validate(model, val_audio, val_labels, args.val_steps, args.val_candidates)
         logger.info(f"step {run.step}: val event-F1 {metrics['event_f1']:.3f}, broken {metrics['broken']:.2f}, "
                     f"e.g. {metrics['examples'][0]!r} (reference {val_refs[0]!r})")
         run.record(metrics, metrics["event_f1"], {"distilled_from": str(args.teacher), "run": str(run.out)})
@@ -329,10 +367,63 @@ def train(args: argparse.Namespace) -> None:
         rows = torch.from_numpy(run.rng.integers(len(features), size=args.batch))
         pick = torch.from_numpy(run.rng.integers(tokens.shape[1], size=args.batch))
         audio = torch.from_numpy(features[rows.numpy()]).float()
-        return decoder.loss(tokens[rows, pick], audio, weights[rows, pick], self_cond_prob=0.5, unroll_prob=0.5,
-                            codes=code_table[rows, pick] if decoder.wording is not None else None).total
+        events = torch.from_numpy(frames[rows.numpy()]).float() if frames is not None else None
+        target, weight = tokens[rows, pick], weights[rows, pick]
+        if args.sampler_steps:
+            shape = (args.batch, student.dims.max_caption_tokens, student.dims.embedding_dim)
+            noise = torch.from_numpy(run.rng.standard_normal(shape, dtype=np.float32))
+            return _sampler_path_loss(decoder, audio, events, target, weight, args.sampler_steps, guided, args.guidance,
+                                      noise)
+        return decoder.loss(target, audio, weight, self_cond_prob=0.5, unroll_prob=0.5,
+                            codes=code_table[rows, pick] if decoder.wording is not None else None,
+                            events=events if args.event_memory else None).total
 
     run.train(loss, evaluate_and_keep)
+
+
+def _guidance_bias(
+    events: torch.Tensor | None, word_tokens: torch.Tensor | None, guidance: float
+) -> torch.Tensor | None:
+    """The product's event guidance, (batch, 1, vocab) logit offsets, from the head's frame probabilities."""
+    if events is None or word_tokens is None or guidance <= 0:
+        return None
+    return event_bias(EventHead.clip_probabilities(torch.logit(events.clamp(1e-6, 1 - 1e-6))), word_tokens,
+                      guidance)[:, None, :]
+
+
+def _sampler_path_loss(
+    decoder: DiffusionDecoder,
+    audio: torch.Tensor,
+    events: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor,
+    steps: int,
+    word_tokens: torch.Tensor | None,
+    guidance: float,
+    noise: torch.Tensor,
+) -> torch.Tensor:
+    """The few-step sampler, run from fresh noise as the product runs it (event guidance included),
+    learns to end every step at the target: cross-entropy of each step's steered logits. Each step's
+    inputs are its own previous estimates, detached (each step learns to finish from where the
+    previous one left off, as at inference)."""
+    batch = len(target)
+    memory = decoder.prepare_audio(audio, events if decoder.event_proj is not None else None)
+    bias = _guidance_bias(events, word_tokens, guidance)
+    x = noise
+    self_cond = torch.zeros_like(x)
+    times = torch.linspace(1.0, 0.0, steps + 1)
+    total = torch.zeros(())
+    for i in range(steps):
+        t, t_next = times[i].expand(batch), times[i + 1].expand(batch)
+        logits = decoder(x, t, self_cond, memory)
+        if bias is not None:
+            logits = logits + bias
+        token_loss = F.cross_entropy(logits.transpose(1, 2).float(), target, reduction="none")
+        total = total + (token_loss * weights).sum() / weights.sum() / steps
+        x0 = decoder.expected_embedding(logits).detach()
+        self_cond = x0
+        x = decoder.ddim_step(x, x0, t, t_next)
+    return total
 
 def _features(folder: Path) -> np.ndarray:
     return np.concatenate([np.load(path)["features"] for path in _shards(folder)])
@@ -396,13 +487,19 @@ def sampler(args: argparse.Namespace) -> None:
     student = copy.deepcopy(teacher)
     decoder = student.decoder
     assert isinstance(decoder, DiffusionDecoder)
-    features = _features(Path(args.data))
+    features, frames, _, _ = _load_shards(Path(args.data), "beam")
+    if decoder.event_proj is not None and frames is None:
+        raise SystemExit(f"{args.data}: shards without the event head's frames; run 'teach' again")
+    # Online, teacher and student decode under the product's event guidance; stored draws were unguided.
+    guidance = args.guidance if args.online_teacher_steps else 0.0
+    word_tokens = DecodingTask(student, DecodingOptions(event_guidance=guidance)).word_tokens
     if args.online_teacher_steps:
         # Progressive halving with the teacher in the loop: a fresh starting noise for every row of
         # every step, so the student cannot fit a fixed set of (scene, noise) pairs (stage 6's
         # continued run did, on 40,960 of them).
         teacher.eval()
-        teacher_task = DecodingTask(teacher, DecodingOptions(steps=args.online_teacher_steps, candidates=1, seed=0))
+        teacher_task = DecodingTask(teacher, DecodingOptions(steps=args.online_teacher_steps, candidates=1, seed=0,
+                                                             event_guidance=guidance))
         noise = targets = None
         logger.info(f"{len(features)} scenes, fresh noise each step; the teacher samples in "
                     f"{args.online_teacher_steps} steps, the student in {args.steps_to}")
@@ -411,7 +508,6 @@ def sampler(args: argparse.Namespace) -> None:
         logger.info(f"{noise.shape[0]} draws x {noise.shape[1]} scenes; the student samples in {args.steps_to} steps")
     val_audio, val_labels, val_refs = _val_scenes(args.config, args.val_scenes)
     run = _Run(student, "decoder", args, warmup=50)
-    times = torch.linspace(1.0, 0.0, args.steps_to + 1)
     k = args.val_candidates
     if args.online_teacher_steps and run.step == 0:
         mark = _validate(teacher, val_audio, val_labels, args.online_teacher_steps, k)
@@ -437,27 +533,25 @@ def sampler(args: argparse.Namespace) -> None:
         shape = (args.batch, student.dims.max_caption_tokens, student.dims.embedding_dim)
         x = torch.from_numpy(run.rng.standard_normal(shape, dtype=np.float32))
         with torch.no_grad():
-            audio = teacher.decoder.prepare_audio(torch.from_numpy(features[rows]).float())
-            tokens = teacher_task.sample(teacher.decoder.candidate_kv(audio, 1), x)[0]
+            events = _events(rows)
+            memory = teacher.decoder.prepare_audio(torch.from_numpy(features[rows]).float(), events)
+            bias = _guidance_bias(events, teacher_task.word_tokens, guidance)
+            tokens = teacher_task.sample(teacher.decoder.candidate_kv(memory, 1), x,
+                                         None if bias is None else bias[:, 0])[0]
         return rows, x, tokens
+
+    def _events(rows: np.ndarray) -> torch.Tensor | None:
+        """The head's frame probabilities of these scenes where the denoiser or the guidance reads them."""
+        if frames is None or (decoder.event_proj is None and word_tokens is None):
+            return None
+        return torch.from_numpy(frames[rows]).float()
 
     def loss() -> torch.Tensor:
         rows, x, target = draw()
         weights = _token_weights(target, student.eos_id)
-        audio = decoder.prepare_audio(torch.from_numpy(features[rows]).float())
-        self_cond = torch.zeros_like(x)
-        total = torch.zeros(())
-        for i in range(args.steps_to):
-            t, t_next = times[i].expand(args.batch), times[i + 1].expand(args.batch)
-            logits = decoder(x, t, self_cond, audio)
-            token_loss = F.cross_entropy(logits.transpose(1, 2).float(), target, reduction="none")
-            total = total + (token_loss * weights).sum() / weights.sum() / args.steps_to
-            # The next step's inputs are the student's own estimates, as at inference (no gradient
-            # through them: each step learns to finish from where the previous one left off).
-            x0 = decoder.expected_embedding(logits).detach()
-            self_cond = x0
-            x = decoder.ddim_step(x, x0, t, t_next)
-        return total
+        audio = torch.from_numpy(features[rows]).float()
+        return _sampler_path_loss(decoder, audio, _events(rows), target, weights, args.steps_to, word_tokens,
+                                  guidance, x)
 
     run.train(loss, evaluate_and_keep)
 
@@ -560,6 +654,8 @@ def main() -> None:
     t.add_argument("--shard-size", type=int, default=512)
     t.add_argument("--batch", type=int, default=32)
     t.add_argument("--beam", type=int, default=5)
+    t.add_argument("--guidance", type=float, default=DecodingOptions.event_guidance,
+                   help="the teacher's event guidance (its product default; 0: unsteered, as in stage 5)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--part", type=int, default=0, help="this process writes shards i with i %% parts == part")
@@ -576,6 +672,14 @@ def main() -> None:
     s.add_argument("--shard-size", type=int, default=512)
     s.add_argument("--reset-ema", action="store_true", help="on resuming, restart the EMA from the weights")
     s.add_argument("--val-steps", type=int, default=6)
+    s.add_argument("--val-candidates", type=int, default=1, metavar="K",
+                   help="validate K=1 raw captions (default) or the best of K as the product decodes them")
+    s.add_argument("--event-memory", action="store_true",
+                   help="the denoiser also reads the event head's frame probabilities (ModelDims.event_memory)")
+    s.add_argument("--sampler-steps", type=int, default=0, metavar="N",
+                   help="train the N-step sampler's path on the targets (stage 11) instead of the denoising loss")
+    s.add_argument("--guidance", type=float, default=DecodingOptions.event_guidance,
+                   help="the event guidance the sampler path is trained under (as the product decodes)")
     q = sub.add_parser("sampler-teach")
     q.add_argument("--teacher", default="edge_dac/assets/model")
     q.add_argument("--teacher-steps", type=int, default=10)
@@ -591,6 +695,8 @@ def main() -> None:
                    help="the teacher samples each batch's targets in T steps from fresh noise (no stored draws)")
     r.add_argument("--val-candidates", type=int, default=1, metavar="K",
                    help="validate K=1 raw captions (default) or the best of K as the product decodes them")
+    r.add_argument("--guidance", type=float, default=DecodingOptions.event_guidance,
+                   help="online: the event guidance teacher and student decode under (as the product decodes)")
     _training_arguments(r, steps=3000, batch=64, lr=2e-4, ema=0.998, every=250, minutes=90)
     e = sub.add_parser("stream")
     e.add_argument("--teacher", default="edge_dac/assets/model")
