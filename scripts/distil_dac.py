@@ -125,6 +125,7 @@ def teach(args: argparse.Namespace) -> None:
             audio = teacher.fit_length(torch.from_numpy(np.stack([fit_samples(s.audio, samples) for s in scenes])))
             with torch.inference_mode():
                 encoded = teacher.encode_audio(audio)
+                clip = None
                 if teacher.events is not None:  # the head's frame probabilities: what an event-memory student reads
                     frames, clip = teacher.detect_events(encoded, audio, heard.features(audio) if heard else None)
                     events.append(frames.half().numpy())
@@ -132,7 +133,6 @@ def teach(args: argparse.Namespace) -> None:
                     captions += [""] * len(scenes)
                     chosen += [""] * len(scenes)
                 else:
-                    clip = clip if teacher.events is not None else None
                     ranked = task.rank(*task.sample(encoded, None, task.bias(clip)), clip)
                     captions += [candidates[0].caption for candidates in ranked]
                     chosen += [_most_likely(teacher, encoded[i : i + 1], s.captions) for i, s in enumerate(scenes)]
@@ -387,8 +387,7 @@ def _guidance_bias(
     """The product's event guidance, (batch, 1, vocab) logit offsets, from the head's frame probabilities."""
     if events is None or word_tokens is None or guidance <= 0:
         return None
-    return event_bias(EventHead.clip_probabilities(torch.logit(events.clamp(1e-6, 1 - 1e-6))), word_tokens,
-                      guidance)[:, None, :]
+    return event_bias(EventHead.pool(events), word_tokens, guidance)[:, None, :]
 
 
 def _sampler_path_loss(
@@ -407,7 +406,7 @@ def _sampler_path_loss(
     inputs are its own previous estimates, detached (each step learns to finish from where the
     previous one left off, as at inference)."""
     batch = len(target)
-    memory = decoder.prepare_audio(audio, events if decoder.event_proj is not None else None)
+    memory = decoder.prepare_audio(audio, events)
     bias = _guidance_bias(events, word_tokens, guidance)
     x = noise
     self_cond = torch.zeros_like(x)

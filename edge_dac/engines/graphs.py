@@ -114,15 +114,14 @@ def _audio_side(
 ) -> tuple[torch.Tensor, ...]:
     """Keys and values from the encoder features; clip event probabilities from what the event
     head reads (``heard``: the same features, or YAMNet's embeddings)."""
-    logits = events(heard) if events is not None else None
-    memory = None
-    if logits is not None and decoder.event_proj is not None:  # an event-memory denoiser reads the frames too
-        memory = torch.sigmoid(logits.float()).to(features.dtype)
+    frames = torch.sigmoid(events(heard).float()) if events is not None else None
+    # An event-memory denoiser reads the frames too (prepare_audio ignores them otherwise).
+    memory = frames.to(features.dtype) if frames is not None and decoder.event_proj is not None else None
     pairs = decoder.cross_attention_kv(decoder.prepare_audio(features, memory))
     keys, values = torch.stack([key for key, _ in pairs], dim=1), torch.stack([value for _, value in pairs], dim=1)
-    if logits is None:
+    if frames is None:
         return keys, values
-    return keys, values, EventHead.clip_probabilities(logits)
+    return keys, values, EventHead.pool(frames)
 
 
 class ChunkGraph(nn.Module):

@@ -83,7 +83,8 @@ class Captioner(nn.Module):
         if self.events is None:
             raise ValueError("this model has no event detection head (dims.event_classes is empty)")
         logits = self.events(self.event_inputs(features, audio, heard))
-        return torch.sigmoid(logits.float()), EventHead.clip_probabilities(logits)
+        frames = torch.sigmoid(logits.float())
+        return frames, EventHead.pool(frames)
 
     # -- text ------------------------------------------------------------------------------------
 

@@ -615,7 +615,7 @@ class EagerRunner:
             events = events.cpu()
         if not isinstance(self.decoder, DiffusionDecoder):
             return features, events  # the AR decoder reads the encoder features (one row per window)
-        memory = frames.to(features.dtype) if self.model.dims.event_memory and frames is not None else None
+        memory = frames.to(features.dtype) if frames is not None else None  # read by an event-memory denoiser
         return self.decoder.candidate_kv(self.decoder.prepare_audio(features, memory), candidates), events
 
     def step(self, noisy, t, self_cond, code, context):

@@ -91,7 +91,8 @@ class DiffusionDecoder(nn.Module):
 
     def prepare_audio(self, audio_features: torch.Tensor, events: torch.Tensor | None = None) -> torch.Tensor:
         """What the denoiser cross-attends to: the projected encoder frames, then (``event_memory``)
-        one token per frame of the event head's probabilities ``events``, (batch, event frames, classes)."""
+        one token per frame of the event head's probabilities ``events``, (batch, event frames, classes);
+        a decoder without the memory ignores ``events``."""
         audio = self.audio_proj(audio_features)
         if self.event_proj is None or self.event_positions is None:
             return audio

@@ -163,5 +163,10 @@ class EventHead(nn.Module):
     @staticmethod
     def clip_probabilities(frame_logits: torch.Tensor) -> torch.Tensor:
         """(batch, frames, classes) logits -> (batch, classes) probabilities."""
-        p = torch.sigmoid(frame_logits.float())
+        return EventHead.pool(torch.sigmoid(frame_logits.float()))
+
+    @staticmethod
+    def pool(frame_probabilities: torch.Tensor) -> torch.Tensor:
+        """(batch, frames, classes) probabilities -> (batch, classes): the linear-softmax pooling."""
+        p = frame_probabilities
         return (p * p).sum(dim=1) / p.sum(dim=1).clamp_min(1e-6)
