@@ -599,6 +599,36 @@ def test_a_window_the_guidance_breaks_gets_the_unguided_decoders_whole_caption()
     assert [c.caption for c in task.run(audio)[0]] == [c.caption for c in unguided]
 
 
+def test_in_a_batch_only_the_windows_the_guidance_breaks_decode_again():
+    """The same real scene twice in one batch, the first window's head made to hear four sounds that
+    are not there (its guided candidates all break), the second's a dog: the unguided pass runs for
+    the first window's rows alone, and each window gets what it gets decoded on its own. The runner
+    is the shipped model's own, with a counter on its steps."""
+    from edge_dac.audio import load_audio
+    from edge_dac.const import DEFAULT_MODEL_DIR, DEMO_DIR
+    from edge_dac.model.decoding import DecodingTask, EagerRunner
+
+    captioner = load_captioner(DEFAULT_MODEL_DIR)
+    audio = torch.from_numpy(load_audio(DEMO_DIR / "scape-test-000000.flac", captioner.dims.sample_rate))
+    classes, fake = captioner.dims.event_classes, ("dog barking", "church bells", "rain", "crash")
+    heard = [torch.tensor([0.95 if c in fake else 0.0 for c in classes]),
+             torch.tensor([0.95 if c == "dog barking" else 0.0 for c in classes])]
+    options = DecodingOptions(event_guidance=3.0)
+
+    def run(windows, probabilities):
+        runner = _HearsOnly(EagerRunner(captioner), classes, None)
+        runner.probabilities = torch.stack(probabilities)
+        rows, step = [], runner.step
+        runner.step = lambda noisy, *rest: rows.append(len(noisy)) or step(noisy, *rest)
+        return [[c.caption for c in window] for window in DecodingTask(captioner, options, runner).run(windows)], rows
+
+    both, rows = run(torch.stack([audio, audio]), heard)
+    alone = [run(audio[None], [h])[0][0] for h in heard]
+    assert both == alone
+    k, steps = options.candidates, options.steps
+    assert rows == [2 * k] * steps + [k] * steps  # the guided pass for both, the unguided for the first
+
+
 def test_an_event_memory_denoiser_reads_the_heads_frames_and_its_training_leaves_the_head_alone():
     """``event_memory``: the denoiser cross-attends to one token per second of the event head's frame
     probabilities. Other frames give other logits; a call without them says what is missing; the

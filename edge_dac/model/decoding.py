@@ -582,6 +582,16 @@ class ChunkCache:
         return joined.unflatten(0, (batch, -1)).flatten(1, 2)
 
 
+def take_rows(context: Any, rows: list[int]) -> Any:
+    """The rows ``rows`` of a runner's context (tensors or arrays, nested in tuples and lists, rows
+    first): a sub-batch decodes from it as it would have in the whole batch."""
+    if isinstance(context, (list, tuple)):
+        return type(context)(take_rows(part, rows) for part in context)
+    if isinstance(context, torch.Tensor):
+        return context[torch.tensor(rows, dtype=torch.long, device=context.device)]
+    return context[np.asarray(rows, dtype=np.int64)]
+
+
 def forget_audio(runner: Any) -> None:
     """Empty a runner's chunk caches (a streaming encoder's chunks, YAMNet's seconds), so that the
     next call costs what a clip never heard before costs: what speed figures of independent clips
@@ -672,15 +682,20 @@ class DecodingTask:
             context, events = self.context(chunk)
             noise, bias = self.noise(chunk), self.bias(events)
             ranked = self.rank(*self.sample(context, noise, bias), events)
-            if bias is not None and self.options.repair and any(_form(c[0].caption) for c in ranked):
+            fallback = bias is not None and self.options.repair
+            bad = [i for i, window in enumerate(ranked) if fallback and any(caption_form(window[0].caption))]
+            if bad:
                 # The guidance can push the decoder to words it cannot join into a sentence; where a
-                # window's best candidate is broken or misfit, the unguided decoder's best (the same
-                # noise, ranked the same way) takes its place if it is better formed.
-                plain = self.rank(*self.sample(context, noise), events)
-                ranked = [
-                    new if _form(new[0].caption) < _form(old[0].caption) else old
-                    for old, new in zip(ranked, plain, strict=True)
-                ]
+                # window's best candidate is not whole, the unguided decoder's best (the same
+                # noise, ranked the same way) takes its place if it is better formed. Only those
+                # windows decode again: in a batch, the others would pay for nothing.
+                rows = [w * self.rows_per_window + r for w in bad for r in range(self.rows_per_window)]
+                again = noise[rows] if noise is not None else None
+                heard = events[bad] if events is not None else None
+                plain = self.rank(*self.sample(take_rows(context, rows), again), heard)
+                for w, new in zip(bad, plain, strict=True):
+                    if caption_form(new[0].caption) < caption_form(ranked[w][0].caption):
+                        ranked[w] = new
             results += ranked
         return results
 
@@ -755,9 +770,10 @@ class DecodingTask:
         ]
 
 
-def _form(caption: str) -> int:
-    """How a caption is formed, best first: 0 whole, 1 misfit (another sound's verb), 2 broken."""
-    return 2 if is_broken(caption) else int(is_misfit(caption))
+def caption_form(caption: str) -> tuple[bool, bool, bool]:
+    """How a caption is formed, as ranking orders captions: whole (all False) first, then redundant,
+    misfit (another sound's verb) and broken ones."""
+    return is_broken(caption), is_misfit(caption), is_redundant(caption)
 
 
 def decode(
@@ -801,7 +817,7 @@ def rank_candidates(
         classes = model.dims.event_classes
         candidates.sort(key=lambda c: -event_agreement(c.caption, clip_probabilities, classes))
     if options.prefer_whole:  # a stable sort: whole, redundant, misfit, broken; the order above within each
-        candidates.sort(key=lambda c: (is_broken(c.caption), is_misfit(c.caption), is_redundant(c.caption)))
+        candidates.sort(key=lambda c: caption_form(c.caption))
     if options.repair:  # after the ranking, so a mended misfit never displaces a caption that fitted as written
         candidates = [Candidate(mend_misfit(c.caption), c.score) if is_misfit(c.caption) else c for c in candidates]
     return candidates[: options.candidates]
