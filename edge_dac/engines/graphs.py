@@ -28,6 +28,7 @@ from torch import nn
 from torch.export import Dim, ExportedProgram
 
 from edge_dac.model.captioner import Captioner
+from edge_dac.model.decoding import ChunkCache
 from edge_dac.model.diffusion import DiffusionDecoder
 from edge_dac.model.dims import ModelDims
 from edge_dac.model.encoder import EventHead
@@ -99,14 +100,6 @@ class HearingGraph(nn.Module):
 
     def forward(self, seconds: torch.Tensor) -> torch.Tensor:
         return self.hearing(seconds)
-
-
-def heard_features(captioner: Captioner, windows: torch.Tensor) -> torch.Tensor | None:
-    """What the audio graph reads beside the windows: YAMNet's embeddings of their seconds, or None."""
-    if captioner.hearing is None:
-        return None
-    seconds = HearingGraph(captioner)(windows.reshape(-1, HEARING_CHUNK_SAMPLES))
-    return seconds.unflatten(0, (len(windows), -1)).flatten(1, 2)
 
 
 def _audio_side(
@@ -183,7 +176,9 @@ def example_inputs(captioner: Captioner, batch: int = 2) -> dict[str, tuple[torc
     generator = torch.Generator().manual_seed(0)
     audio = (torch.randn(batch, dims.max_audio_samples, generator=generator) * 0.1).to(device)
     with torch.no_grad():
-        heard = heard_features(captioner, audio)
+        heard = None
+        if captioner.hearing is not None:  # YAMNet's embeddings of the windows' seconds, joined as runners join them
+            heard = ChunkCache(HEARING_CHUNK_SAMPLES, HearingGraph(captioner)).features(audio)
         audio_arguments = (audio,) if heard is None else (audio, heard.contiguous())
         keys, values = ContextGraph(captioner).eval()(*audio_arguments)[:2]
     shape = (batch, dims.max_caption_tokens, dims.embedding_dim)
