@@ -206,6 +206,10 @@ def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem, codes, chunk_
         ("a dog barks while rain falls", False),
         ("in the rain, a dog barks before a car horn honks", False),
         ("a man speaks and then it goes quiet", False),
+        ("birds chirp as music", True),  # a clause with its subject and no verb
+        ("at first a crowd boos while a fire, then a dog barks", True),
+        ("birds chirp as music plays", False),
+        ("as people chatter in the background, a dog barks", False),
     ],
 )
 def test_broken_captions_are_told_from_whole_ones(caption, broken):
@@ -224,6 +228,7 @@ def test_broken_captions_are_told_from_whole_ones(caption, broken):
         ("rain patters on a windshield chainsaw overhead", "rain patters on a windshield"),
         ("a tree crashes down traffic past in the background", "a tree crashes down"),
         ("a man roars something a man says something, followed by a drum", "a man roars something"),
+        ("water splashes as a stream", "water splashes"),
     ],
 )
 def test_a_broken_caption_is_cut_back_to_its_longest_whole_prefix(caption, repaired):
