@@ -19,6 +19,7 @@ DEMO_DIR = ASSETS_DIR / "demo"  # the bundled demo scenes (*.flac, manifest.json
 DEFAULT_MODEL_DIR = ASSETS_DIR / "model"  # the model shipped inside the package
 LEXICON_PATH = PACKAGE_DIR / "lexicon.yaml"
 CAPTION_PAIRS_PATH = PACKAGE_DIR / "caption_pairs.txt"  # word pairs of the caption writer (scripts/caption_pairs.py)
+CAPTION_TRIPLES_PATH = PACKAGE_DIR / "caption_triples.txt.gz"  # its word triples (the same script)
 
 # --- environment variables ----------------------------------------------------------------------------
 CATALOG_ENV = "EDGE_DAC_CATALOG"  # the soundscape catalog.csv

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from edge_dac.engines.graphs import ContextGraph, StepGraph, example_inputs, export_programs
-from edge_dac.lexicon import load_caption_pairs, load_lexicon
+from edge_dac.lexicon import load_caption_pairs, load_caption_triples, load_lexicon
 from edge_dac.model import DecodingOptions, ModelDims, normalize_caption
 from edge_dac.model.checkpoint import load_captioner
 from edge_dac.model.decoding import (
@@ -206,6 +206,9 @@ def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem, codes, chunk_
         ("a dog barks while rain falls", False),
         ("in the rain, a dog barks before a car horn honks", False),
         ("a man speaks and then it goes quiet", False),
+        ("after a moment of quiet, a helicopter is whines", True),  # three words no caption writes
+        ("with music plays in the background", True),
+        ("a waterfall roaring the background", True),
         ("birds chirp as music", True),  # a clause with its subject and no verb
         ("at first a crowd boos while a fire, then a dog barks", True),
         ("birds chirp as music plays", False),
@@ -229,6 +232,7 @@ def test_broken_captions_are_told_from_whole_ones(caption, broken):
         ("a tree crashes down traffic past in the background", "a tree crashes down"),
         ("a man roars something a man says something, followed by a drum", "a man roars something"),
         ("water splashes as a stream", "water splashes"),
+        ("a snake hisses in a fire with rain patters in the background", "a snake hisses in a fire"),
     ],
 )
 def test_a_broken_caption_is_cut_back_to_its_longest_whole_prefix(caption, repaired):
@@ -266,6 +270,30 @@ def test_caption_pairs_back_off_to_word_classes_and_know_their_words(tmp_path):
     assert pairs.unheard("a dog dog barks") == [("dog", "dog")]
     assert pairs.unheard("a dog barks a zebra") == [("barks", "a")]  # "zebra" is unknown to the table
     assert load_caption_pairs(tmp_path / "missing.txt").unheard("dog a barks") == []
+
+
+def test_caption_triples_back_off_to_word_classes_and_leave_joins_to_the_pairs(tmp_path):
+    """A triple is heard as written or with one or two words replaced by their lexicon classes (a
+    verb in the third person apart); one across a join of phrases is the pairs' to judge; a word the
+    table never saw is no evidence; a missing table finds nothing."""
+    import gzip
+
+    table = tmp_path / "triples.txt.gz"
+    lines = ["# test", "<s> a dog", "a dog barks", "dog barks </s>", "<s> a bell", "a bell is", "bell is rung",
+             "is rung </s>", "dog barks and", "barks and a", "and a bell", "<s> the wolf", "the wolf howls",
+             "wolf howls </s>"]
+    table.write_bytes(gzip.compress("\n".join(lines).encode()))
+    triples = load_caption_triples(table)
+    assert triples.unheard("a dog barks") == []
+    assert triples.unheard("a dog howls") == []  # "a dog <verb>"
+    assert triples.unheard("the dog barks") == []  # "<noun> barks </s>" and "the <noun> <verb>"
+    assert triples.unheard("a bell is rung") == []
+    assert triples.unheard("a bell is barks") == [("bell", "is", "barks"), ("is", "barks", "</s>")]  # "is <verb-s>"
+    assert triples.unheard("a dog barks and a bell is rung") == []
+    assert triples.unheard("a bell barks and") == []  # ends on a join: no triple judged there
+    assert triples.unheard("a dog barks twice") == []  # a count attaches anywhere: the pairs judge it
+    assert triples.unheard("a zebra barks") == []  # "zebra" is unknown to the table
+    assert load_caption_triples(tmp_path / "missing.gz").unheard("a dog is barks") == []
 
 
 def test_an_article_before_a_plural_is_unheard_whatever_the_classes_say(tmp_path):

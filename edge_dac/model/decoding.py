@@ -24,9 +24,11 @@ import torch
 from edge_dac.lexicon import (
     STOPWORDS,
     CaptionPairs,
+    CaptionTriples,
     Lexicon,
     caption_words,
     load_caption_pairs,
+    load_caption_triples,
     load_lexicon,
     stem,
     strip_article,
@@ -172,7 +174,10 @@ def is_broken(caption: str) -> bool:
     stops ("and then a woman says"), or one that names nothing that sounds ("after a moment of quiet":
     an opening cut from its clause; every one of the corpus's 50,000 test and val references names a
     class), or a sound's noun, its verb and the noun again ("a fire crackles fire crackling": two
-    wordings of one sound stuttered together; none of those references), or a clause opened by "as" or
+    wordings of one sound stuttered together; none of those references), or a clause with a run of three
+    words no caption of the corpus writes although each pair is common ("a helicopter is whines",
+    "with music plays in the background"; ``CaptionTriples``: 3 of those references, whose labels and
+    wordings the table never saw), or a clause opened by "as" or
     "while" that ends on its noun with no verb ("birds chirp as music", "a crowd boos while a fire":
     none of those references; 0.6-0.8 % of DAC's best captions before this rule)."""
     words = caption.replace(",", " , ").split()
@@ -200,6 +205,8 @@ def is_broken(caption: str) -> bool:
     if any(_verbless_clause(words, i) for i, word in enumerate(words) if word in ("as", "while")):
         return True
     if _caption_pairs().unheard(caption):  # a run-on, or an end no corpus caption has
+        return True
+    if _caption_triples().unheard(caption):  # "a helicopter is whines": each pair common, the clause never
         return True
     return not lexicon.names_a_sound(caption)
 
@@ -278,6 +285,12 @@ def _lexicon() -> Lexicon:
 def _caption_pairs() -> CaptionPairs:
     """The packaged word pairs, loaded once (as ``_lexicon``)."""
     return load_caption_pairs(lexicon=_lexicon())
+
+
+@functools.cache
+def _caption_triples() -> CaptionTriples:
+    """The packaged word triples, loaded once (as ``_lexicon``)."""
+    return load_caption_triples(lexicon=_lexicon())
 
 
 # Event guidance (``event_bias``): measured on val scenes (docs/dac-recipe.md).
