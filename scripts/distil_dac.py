@@ -36,6 +36,17 @@ halved to 2 under the same guidance:
       --out runs/distil/halving --online-teacher-steps 4 --steps-to 2 --val-candidates 5 --steps 600 \
       --every 100 --lr 2e-4 --threads 2 --max-minutes 26
 
+Stage 11b (session 17, shipped): the same denoising run resumed from its ``last.pt`` to step 3,500
+of a 4,000-step schedule, then its 10-step sampler halved straight to 2 steps (fresh noise, the
+teacher in the loop), and the result written as fp16:
+
+  python scripts/distil_dac.py train ... (as above) --val-steps 4 --steps 4000 --every 250 \
+      --max-minutes 70     # stopped after step 3,500's validation; its EMA was the teacher below
+  python scripts/distil_dac.py sampler --teacher runs/distil/denoise/last --data runs/distil/data \
+      --out runs/distil/halving10 --online-teacher-steps 10 --steps-to 2 --val-candidates 5 --steps 500 \
+      --every 100 --lr 2e-4 --threads 2 --max-minutes 40
+  python scripts/distil_dac.py half --model runs/distil/halving10/last --out edge_dac/assets/model
+
 Stage 6 distils the sampler on the same cached features (Luhman & Luhman 2021): the shipped DAC,
 at its many-step default, writes the caption of each (scene, starting noise) pair; a copy of it
 learns to write that caption from the same noise in a few steps, each step trained on the
@@ -323,7 +334,12 @@ class _Run:
                 evaluate()
         if self.step % self.args.every:
             evaluate()
-        logger.info(f"stopped at step {self.step}; best val event-F1 {self.best:.3f} in {self.out / 'best'}")
+        # The last EMA as a checkpoint too: event-F1 alone keeps OUT/best, and a run is chosen on
+        # SBERT and CIDEr-D as well (docs/dac-recipe.md, stage 11).
+        with self.ema_weights() as model:
+            save_captioner(model, self.out / "last", {"step": self.step, "run": str(self.out)})
+        logger.info(f"stopped at step {self.step}; best val event-F1 {self.best:.3f} in {self.out / 'best'}, "
+                    f"the last EMA in {self.out / 'last'}")
 
 
 def train(args: argparse.Namespace) -> None:
