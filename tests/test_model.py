@@ -212,6 +212,11 @@ def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem, codes, chunk_
         ("birds chirp as music", True),  # a clause with its subject and no verb
         ("at first a crowd boos while a fire, then a dog barks", True),
         ("birds chirp as music plays", False),
+        ("a train by as a fire by in the background", True),  # a particle with no verb
+        ("people murmur as a crowd along", True),
+        ("a train passes by as a fire crackles", False),
+        ("someone chops wood over and over", False),
+        ("a saw sawing wood along with a thud", False),
         ("as people chatter in the background, a dog barks", False),
     ],
 )

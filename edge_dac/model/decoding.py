@@ -179,7 +179,8 @@ def is_broken(caption: str) -> bool:
     "with music plays in the background"; ``CaptionTriples``: 3 of those references, whose labels and
     wordings the table never saw), or a clause opened by "as" or
     "while" that ends on its noun with no verb ("birds chirp as music", "a crowd boos while a fire":
-    none of those references; 0.6-0.8 % of DAC's best captions before this rule)."""
+    none of those references; 0.6-0.8 % of DAC's best captions before this rule), or a clause whose noun
+    takes a verb's particle with no verb ("a train by", "as a crowd along": none of those references)."""
     words = caption.replace(",", " , ").split()
     if not words or words[-1] in CANNOT_END:
         return True
@@ -204,6 +205,8 @@ def is_broken(caption: str) -> bool:
             return True
     if any(_verbless_clause(words, i) for i, word in enumerate(words) if word in ("as", "while")):
         return True
+    if _particle_without_verb(words):
+        return True
     if _caption_pairs().unheard(caption):  # a run-on, or an end no corpus caption has
         return True
     if _caption_triples().unheard(caption):  # "a helicopter is whines": each pair common, the clause never
@@ -221,6 +224,34 @@ def _verbless_clause(words: list[str], opener: int) -> bool:
         and lexicon.word_class(clause[-1]) == "<noun>"
         and not any(lexicon.word_class(word) in ("<verb>", "<ing>") for word in clause)
     )
+
+
+# A verb's particles ("passes by", "rolls along") and what may follow one that ends its phrase.
+PARTICLES = frozenset({"by", "past", "along", "away", "overhead", "off", "out", "down", "up", "over", "around"})
+_AFTER_PARTICLE = frozenset({"as", "while", "and", "then", ",", "in", "with", "before", "after", "followed"})
+_CLAUSE_OPENERS = frozenset({"as", "while", "and", "then", ",", "before", "after"})
+
+
+def _particle_without_verb(words: list[str]) -> bool:
+    """Whether a noun takes a particle that ends its phrase ("a train by", "a crowd along as") in a
+    clause with no verb: the verb the particle belongs to was never written. "Over and over" and
+    "along with" are no particles."""
+    lexicon = _lexicon()
+    ends = [*words[1:], "</s>"]
+    for i, (word, after) in enumerate(zip(words, ends, strict=True)):
+        if i == 0 or word not in PARTICLES or not (after in _AFTER_PARTICLE or after == "</s>"):
+            continue
+        if lexicon.word_class(words[i - 1]) != "<noun>" or words[i : i + 3] == ["over", "and", "over"]:
+            continue
+        if words[i : i + 2] == ["along", "with"]:
+            continue
+        start = i - 1
+        while start > 0 and words[start - 1] not in _CLAUSE_OPENERS:
+            start -= 1
+        clause = words[start:i]
+        if not any(lexicon.word_class(w) in ("<verb>", "<ing>") or lexicon.is_finite_verb(w) for w in clause):
+            return True
+    return False
 
 
 # Nouns that end in "-ing" (a participle after one is no second participle: "a building collapsing").
