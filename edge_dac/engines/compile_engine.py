@@ -64,7 +64,11 @@ class TorchCompileBackend(Backend):
 class CompiledRunner:
     def __init__(self, captioner: Captioner):
         options = {"freezing": True}
-        self.context_graph = torch.compile(ContextGraph(captioner).eval(), dynamic=True, options=options)
+        # Inductor's freezing pass fails on an event-memory audio graph with a dynamic batch (torch
+        # 2.13: channels-last conv weights meet a symbolic stride it cannot materialise), so that
+        # graph compiles without freezing.
+        audio_options = {} if captioner.dims.event_memory else options
+        self.context_graph = torch.compile(ContextGraph(captioner).eval(), dynamic=True, options=audio_options)
         self.step_graph = torch.compile(StepGraph(captioner).eval(), dynamic=True, options=options)
         self.dims = captioner.dims
         self.heard = None
