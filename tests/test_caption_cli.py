@@ -322,13 +322,14 @@ def test_an_unknown_log_level_is_named_not_a_traceback(command):
 
 
 def test_event_guidance_reaches_the_decoder_from_the_command_line():
-    """The shipped model on a demo scene (a dog barks in it): with the event head steering the words
-    (3) the candidates' words or scores differ from those written without it (0)."""
+    """The shipped model on a demo scene: with the event head steering the words (1) the candidates'
+    words or scores differ from those written without it (0). (Steered harder, this scene's guided
+    best is broken and the unguided decoder's is shown, by design.)"""
     from edge_dac.const import DEMO_DIR
 
     scene = sorted(DEMO_DIR.glob("*.flac"))[0]
     runs = {}
-    for guidance in ("0", "3"):
+    for guidance in ("0", "1"):
         result = subprocess.run(
             [sys.executable, "-m", "edge_dac", "caption", "--backend", "eager", "--json", "--event-guidance", guidance,
              str(scene)],
@@ -337,4 +338,4 @@ def test_event_guidance_reaches_the_decoder_from_the_command_line():
         assert result.returncode == 0, result.stderr
         [line] = [json.loads(text) for text in result.stdout.splitlines()]
         runs[guidance] = [(c["caption"], round(c["score"], 4)) for c in line["candidates"]]
-    assert runs["0"] != runs["3"], runs
+    assert runs["0"] != runs["1"], runs
