@@ -420,9 +420,9 @@ def load_caption_pairs(path: str | Path | None = None, lexicon: Lexicon | None =
 # join is no evidence (the pairs judge the join itself). Judged across them, 0.44 % of the corpus's
 # 50,000 test and val references had a triple the table lacks ("a low note twice", "a shot near
 # running machinery"); with them, 3.
-PHRASE_JOINS = frozenset(
+CLAUSE_JOINS = frozenset({"and", "while", "as", "then", ",", "followed", "before", "after"})  # where clauses meet
+PHRASE_JOINS = CLAUSE_JOINS | frozenset(
     {
-        "and", "while", "as", "then", ",", "followed", "before", "after",
         "twice", "once", "repeatedly", "several", "faintly", "nearby", "far", "loudly", "softly", "quietly", "again",
         "near", "over", "amid", "beside", "with", "in", "on", "for", "against", "along", "by", "into", "through", "at",
         "from", "under", "behind",

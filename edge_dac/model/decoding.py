@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from edge_dac.lexicon import (
+    CLAUSE_JOINS,
     STOPWORDS,
     CaptionPairs,
     CaptionTriples,
@@ -228,8 +229,7 @@ def _verbless_clause(words: list[str], opener: int) -> bool:
 
 # A verb's particles ("passes by", "rolls along") and what may follow one that ends its phrase.
 PARTICLES = frozenset({"by", "past", "along", "away", "overhead", "off", "out", "down", "up", "over", "around"})
-_AFTER_PARTICLE = frozenset({"as", "while", "and", "then", ",", "in", "with", "before", "after", "followed"})
-_CLAUSE_OPENERS = frozenset({"as", "while", "and", "then", ",", "before", "after"})
+_AFTER_PARTICLE = CLAUSE_JOINS | {"in", "with"}
 
 
 def _particle_without_verb(words: list[str]) -> bool:
@@ -246,7 +246,7 @@ def _particle_without_verb(words: list[str]) -> bool:
         if words[i : i + 2] == ["along", "with"]:
             continue
         start = i - 1
-        while start > 0 and words[start - 1] not in _CLAUSE_OPENERS:
+        while start > 0 and words[start - 1] not in CLAUSE_JOINS:
             start -= 1
         clause = words[start:i]
         if not any(lexicon.word_class(w) in ("<verb>", "<ing>") or lexicon.is_finite_verb(w) for w in clause):
