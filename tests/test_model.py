@@ -218,6 +218,15 @@ def test_export_encoder_and_denoiser_step_with_dynamic_batch(stem, codes, chunk_
         ("someone chops wood over and over", False),
         ("a saw sawing wood along with a thud", False),
         ("as people chatter in the background, a dog barks", False),
+        ("after a crow caws", True),  # a clause that waits for its main clause (none of 515,000 captions)
+        ("as a machine gun rattles off shots", True),
+        ("after a crow caws, a dog barks", False),
+        ("a man says something as rain falling", True),  # a participle where the verb belongs
+        ("people chatter as a people chattering", True),
+        ("a dog barks as footsteps sound with birds singing in the background", False),
+        ("a dog barks as birds sing", False),
+        ("a harbor bustles in the background, then a open", True),  # "a" before a vowel
+        ("a dog barks with a owl hooting", True),
     ],
 )
 def test_broken_captions_are_told_from_whole_ones(caption, broken):

@@ -196,7 +196,7 @@ def is_broken(caption: str) -> bool:
             after in FUNCTION_WORDS or after in NOT_AFTER_ARTICLE or _lexicon().is_finite_verb(after)
         ):
             return True
-        if (word == "an" and after[0] not in "aeiouh") or (word == "a" and after[0] in "aei"):
+        if (word == "an" and after[0] not in "aeiouh") or (word == "a" and after[0] in "aeio" and after != "one"):
             return True
     if words[-2:] == ["followed", "by"]:  # cut off mid-clause; its "by" alone ends "passes by"
         return True
@@ -204,7 +204,10 @@ def is_broken(caption: str) -> bool:
     for noun, verb, again in zip(words, words[1:], words[2:], strict=False):  # "a waterfall roaring waterfall"
         if noun == again and lexicon.word_class(noun) == "<noun>" and lexicon.word_class(verb) in ("<ing>", "<verb>"):
             return True
-    if any(_verbless_clause(words, i) for i, word in enumerate(words) if word in ("as", "while")):
+    if any(_verbless_clause(words, i) or _participle_clause(words, i) for i, word in enumerate(words)
+           if word in ("as", "while")):
+        return True
+    if words[0] in SUBORDINATE_OPENERS and "," not in words and "then" not in words:  # "after a crow caws"
         return True
     if _particle_without_verb(words):
         return True
@@ -225,6 +228,27 @@ def _verbless_clause(words: list[str], opener: int) -> bool:
         and lexicon.word_class(clause[-1]) == "<noun>"
         and not any(lexicon.word_class(word) in ("<verb>", "<ing>") for word in clause)
     )
+
+
+# Words that open a clause which needs a main clause after it ("after a dog barks, a cat meows").
+SUBORDINATE_OPENERS = frozenset({"after", "as", "while", "before"})
+# Verbs of the lexicon ending in "-ing" that are finite as written ("birds sing", "bells ring").
+_BARE_ING = frozenset({"sing", "ring", "ping", "ding", "zing", "swing", "sting", "sling", "cling", "wring"})
+
+
+def _participle_clause(words: list[str], opener: int) -> bool:
+    """Whether the clause after ``words[opener]`` ("as", "while") gives its noun a participle where
+    its verb belongs and has no verb ("as rain falling", "while a wind blowing"); "as birds sing
+    beside running water" has both."""
+    # A phrase after "with" or "in" has participles of its own ("as footsteps sound with birds singing").
+    end = next((j for j in range(opener + 1, len(words)) if words[j] in CLAUSE_JOINS | {"with", "in"}), len(words))
+    clause, lexicon = words[opener + 1 : end], _lexicon()
+    kinds = [lexicon.word_class(word) for word in clause]
+    if any(kind == "<verb>" or word in _BARE_ING or word in ("is", "are", "was", "were") or lexicon.is_finite_verb(word)
+           for word, kind in zip(clause, kinds, strict=True)):
+        return False
+    return any(kind == "<ing>" and len(word) > 5 and kinds[k - 1] == "<noun>"
+               for k, (word, kind) in enumerate(zip(clause, kinds, strict=True)) if k > 0)
 
 
 # A verb's particles ("passes by", "rolls along") and what may follow one that ends its phrase.
@@ -863,8 +887,8 @@ def rank_candidates(
         used = list(row_log_probs)[: min(len(ids), _end_index(ids, model.eos_id, model.pad_id) + 1)]
         score = float(np.mean(used)) if used else float("-inf")
         caption = collapse_repeated_words(decode_tokens(model.tokenizer, kept))
-        if options.repair and is_broken(caption):
-            caption = drop_run_ins(caption) or whole_prefix(caption) or caption
+        if options.repair and is_broken(caption):  # cutting a run-in can leave a word twice ("beeping by by")
+            caption = collapse_repeated_words(drop_run_ins(caption) or whole_prefix(caption) or caption)
         if options.repair and is_redundant(caption):
             caption = drop_repeats(caption)
         candidates.append(Candidate(caption, score))
