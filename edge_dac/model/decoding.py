@@ -233,6 +233,9 @@ def _verbless_clause(words: list[str], opener: int) -> bool:
     )
 
 
+# Where a clause's own words stop: a join of clauses, or a phrase of company or place, whose participles
+# and particles are its own ("as footsteps sound with birds singing", "a car passes by in the rain").
+_CLAUSE_STOPS = CLAUSE_JOINS | {"in", "with"}
 # Words that open a clause which needs a main clause after it ("after a dog barks, a cat meows").
 SUBORDINATE_OPENERS = frozenset({"after", "as", "while", "before"})
 # Verbs of the lexicon ending in "-ing" that are finite as written ("birds sing", "bells ring").
@@ -243,8 +246,7 @@ def _participle_clause(words: list[str], opener: int) -> bool:
     """Whether the clause after ``words[opener]`` ("as", "while") gives its noun a participle where
     its verb belongs and has no verb ("as rain falling", "while a wind blowing"); "as birds sing
     beside running water" has both."""
-    # A phrase after "with" or "in" has participles of its own ("as footsteps sound with birds singing").
-    end = next((j for j in range(opener + 1, len(words)) if words[j] in CLAUSE_JOINS | {"with", "in"}), len(words))
+    end = next((j for j in range(opener + 1, len(words)) if words[j] in _CLAUSE_STOPS), len(words))
     clause, lexicon = words[opener + 1 : end], _lexicon()
     kinds = [lexicon.word_class(word) for word in clause]
     if any(kind == "<verb>" or word in _BARE_ING or word in ("is", "are", "was", "were") or lexicon.is_finite_verb(word)
@@ -254,9 +256,8 @@ def _participle_clause(words: list[str], opener: int) -> bool:
                for k, (word, kind) in enumerate(zip(clause, kinds, strict=True)) if k > 0)
 
 
-# A verb's particles ("passes by", "rolls along") and what may follow one that ends its phrase.
+# A verb's particles ("passes by", "rolls along"); one that ends its phrase is followed by a clause stop.
 PARTICLES = frozenset({"by", "past", "along", "away", "overhead", "off", "out", "down", "up", "over", "around"})
-_AFTER_PARTICLE = CLAUSE_JOINS | {"in", "with"}
 
 
 def _particle_without_verb(words: list[str]) -> bool:
@@ -266,7 +267,7 @@ def _particle_without_verb(words: list[str]) -> bool:
     lexicon = _lexicon()
     ends = [*words[1:], "</s>"]
     for i, (word, after) in enumerate(zip(words, ends, strict=True)):
-        if i == 0 or word not in PARTICLES or not (after in _AFTER_PARTICLE or after == "</s>"):
+        if i == 0 or word not in PARTICLES or not (after in _CLAUSE_STOPS or after == "</s>"):
             continue
         if lexicon.word_class(words[i - 1]) != "<noun>" or words[i : i + 3] == ["over", "and", "over"]:
             continue
