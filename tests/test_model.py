@@ -446,6 +446,20 @@ def test_a_mended_misfit_keeps_its_place_after_the_fitting_captions():
     assert [c.caption for c in raw] == ["a door slams", "a dog barks while rain slams"]
 
 
+def test_a_repair_that_leaves_a_word_twice_is_collapsed():
+    """Cutting a run-in can bring two copies of a word together (the shipped DAC on the test split:
+    "a car horn beeping by by in the background"); what the ranking shows never has them."""
+    from edge_dac.const import default_model_dir
+    from edge_dac.model.decoding import drop_run_ins, rank_candidates
+
+    caption = "a car horn beeps by a by in the background"
+    assert drop_run_ins(caption) == "a car horn beeps by by in the background"
+    captioner = load_captioner(default_model_dir())  # its tokenizer has every word of the caption
+    rows = _candidate_rows(captioner, caption, "rain falls")
+    ranked = rank_candidates(captioner, rows, [[-0.1] * 12, [-3.0] * 12], DecodingOptions(candidates=2, rank="score"))
+    assert ranked[0].caption == "a car horn beeps by in the background"
+
+
 def test_ranking_puts_a_misfit_caption_after_fitting_ones():
     from edge_dac.model.decoding import rank_candidates
 
